@@ -1,0 +1,1 @@
+"""unwind/: kernel model, bpf_throw unwinder, pipeline and the bpf-unwind CLI."""

@@ -1,0 +1,1 @@
+"""verifier/: BPF ISA, assembly, verification, frame descriptors and rewrites."""

@@ -1,0 +1,205 @@
+"""The hand-off types of verifier/: what a loader produces (`Program`), what the verifier
+produces (`VerifiedProgram`, `Subprog`) and the series' frame descriptors (`FdEntry`,
+`FrameDesc`, `FdTab`).
+
+Everything here is plain data. pcs are slot indexes; descriptor pcs are absolute insn
+indexes of the final program (the JIT converts them to return-address offsets once)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from verifier.insn import Insn
+from verifier.regtypes import NOT_INIT, reg_type_str
+
+
+@dataclass(frozen=True)
+class FuncSym:
+    """A function symbol of the input: the first one is the main program."""
+
+    name: str
+    start: int
+    linkage: str = "static"  # "global" | "static"
+
+
+@dataclass(frozen=True)
+class StructType:
+    """A program-local object type (what `bpf_obj_new` allocates); type_id is its local BTF id."""
+
+    name: str
+    size: int
+    type_id: int
+
+
+@dataclass
+class Program:
+    """A loaded, not yet verified, BPF program: one main function plus its subprograms."""
+
+    name: str
+    insns: list[Insn]
+    funcs: list[FuncSym]
+    prog_type: str = "tc"
+    exception_cb: str | None = None
+    structs: dict[str, StructType] = field(default_factory=dict)
+    type_refs: dict[int, str] = field(default_factory=dict)  # ld_imm64 pc -> struct name
+    source: str = ""  # file the program came from, for messages
+    license: str = "GPL"
+
+    def struct_by_id(self, type_id: int) -> StructType | None:
+        for st in self.structs.values():
+            if st.type_id == type_id:
+                return st
+        return None
+
+    def func_at(self, pc: int) -> FuncSym | None:
+        for f in self.funcs:
+            if f.start == pc:
+                return f
+        return None
+
+
+class SpillType(IntEnum):
+    """`enum bpf_stack_slot_type`; frame-desc entries use INVALID for register entries."""
+
+    STACK_INVALID = 0
+    STACK_SPILL = 1
+    STACK_MISC = 2
+    STACK_ZERO = 3
+    STACK_DYNPTR = 4
+    STACK_ITER = 5
+
+
+SPILL_TYPE_NAMES = {
+    SpillType.STACK_INVALID: "<unknown>",
+    SpillType.STACK_SPILL: "reg",
+    SpillType.STACK_DYNPTR: "dynptr",
+    SpillType.STACK_ITER: "iter",
+}
+
+
+@dataclass(frozen=True)
+class FdEntry:
+    """`struct bpf_frame_desc_reg_entry`: off < 0 is a stack slot (fp-relative start of the
+    slot), 6..9 is a callee-saved register. `type` has PTR_MAYBE_NULL cleared."""
+
+    type: int
+    spill_type: SpillType
+    off: int
+    btf_id: int = 0
+    btf_name: str = ""  # struct name for PTR_TO_BTF_ID entries
+
+    @property
+    def is_reg(self) -> bool:
+        return self.off > 0
+
+    @property
+    def is_poison(self) -> bool:
+        return self.type == NOT_INIT
+
+    def describe(self) -> str:
+        where = f"regno={self.off}" if self.is_reg else f"off={self.off}"
+        name = f" {self.btf_name}" if self.btf_name else ""
+        return f"{where} {reg_type_str(self.type)}{name} ({SPILL_TYPE_NAMES.get(self.spill_type, '???')})"
+
+
+@dataclass
+class FrameDesc:
+    """`struct bpf_exception_frame_desc`: what to release when unwinding through `pc`."""
+
+    pc: int
+    regs: list[FdEntry | None] = field(default_factory=lambda: [None, None, None, None])
+    stack: list[FdEntry] = field(default_factory=list)
+
+    def entries(self) -> list[FdEntry]:
+        """Stack entries in table order, then R6..R9: the runtime's cleanup order."""
+        return [*self.stack, *(r for r in self.regs if r is not None)]
+
+
+@dataclass
+class FdTab:
+    """`struct bpf_exception_frame_desc_tab`: the descriptors of one subprog, unique by pc."""
+
+    descs: list[FrameDesc] = field(default_factory=list)
+
+    def find(self, pc: int) -> FrameDesc | None:
+        for d in self.descs:
+            if d.pc == pc:
+                return d
+        return None
+
+    def __len__(self) -> int:
+        return len(self.descs)
+
+
+class SubprogKind:
+    MAIN = "main"
+    STATIC = "static"
+    GLOBAL = "global"
+    EXCEPTION_CB = "exception_cb"
+    THROW_TRAMP = "throw_tramp"
+
+
+@dataclass(frozen=True)
+class Subprog:
+    """One function of the final program: insns [start, end)."""
+
+    name: str
+    start: int
+    end: int
+    kind: str
+    stack_depth: int
+    callee_regs_used: tuple[bool, bool, bool, bool]
+    hidden: bool = False  # added by the verifier (default exception cb, throw trampoline)
+
+
+@dataclass
+class VerifiedProgram:
+    """What the verifier hands to the JIT: the final (rewritten) program and its descriptors."""
+
+    name: str
+    insns: list[Insn]
+    subprogs: list[Subprog]
+    fdtabs: list[FdTab]  # one per subprog, pcs absolute insn indexes into `insns`
+    exception_cb: int | None  # subprog index of the exception callback
+    throw_tramp: int | None  # subprog index of the hidden throw trampoline
+    exception_boundary: bool  # main program uses bpf_throw (seen_exception)
+    structs: dict[str, StructType] = field(default_factory=dict)
+    log: str = ""
+    stats: dict[str, int] = field(default_factory=dict)
+    prog_type: str = "tc"
+
+    def subprog_of(self, pc: int) -> int:
+        for i, sp in enumerate(self.subprogs):
+            if sp.start <= pc < sp.end:
+                return i
+        raise ValueError(f"pc {pc} is outside every subprog")
+
+
+@dataclass
+class SubprogInfo:
+    """The verifier's mutable per-subprog record while checking (`bpf_subprog_info`)."""
+
+    name: str
+    start: int
+    linkage: str = "static"  # "global" | "static"
+    stack_depth: int = 0
+    is_throw_reachable: bool = False
+    is_exception_cb: bool = False
+
+
+@dataclass
+class CheckResult:
+    """What `do_check` hands to the rewrite passes (verifier.fixups.finalize).
+
+    pcs (fdtab pcs, seen_insns, subprog starts) index `program.insns`, i.e. the program as
+    loaded, before any rewrite."""
+
+    program: Program
+    subprogs: list[SubprogInfo]  # ordered by start; index 0 is main
+    fdtabs: list[FdTab]  # parallel to subprogs
+    seen_exception: bool  # some reachable path calls bpf_throw
+    exception_cb: int | None  # subprog index of a custom exception callback
+    seen_insns: set[int]  # insns reached by do_check (the rest is dead code)
+    log: list[str] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=dict)
