@@ -1,0 +1,122 @@
+"""The `bpf-unwind` command line: verify, jit, run and demo a program.
+
+Exit status: 0 success; 1 the program was rejected (verify) or leaked / double-freed
+objects (run); 2 bad input or any other reported error. Every error is one line on stderr
+naming the program and, where there is one, the instruction; never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from jit.listing import listing
+from unwind import pipeline, report
+from verifier.errors import BpfUnwindError, VerifierError
+from verifier.program import Program
+
+EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+
+
+def _load(path: str) -> Program:
+    if path == "-":
+        return pipeline.load_text(sys.stdin.read(), "<stdin>")
+    return pipeline.load_file(path)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    prog = _load(args.file)
+    try:
+        vp = pipeline.verify(prog, log_level=args.log_level)
+    except VerifierError as err:
+        if err.log:
+            print(err.log.rstrip("\n"))
+        print(f"program '{prog.name}' rejected: {err}")
+        return EXIT_FAIL
+    print(vp.log.rstrip("\n"))
+    print()
+    print(report.fdtabs_text(vp))
+    print(f"program '{prog.name}' accepted")
+    return EXIT_OK
+
+
+def cmd_jit(args: argparse.Namespace) -> int:
+    vp = pipeline.verify(_load(args.file), log_level=0)
+    print(listing(pipeline.jit(vp)))
+    return EXIT_OK
+
+
+def _run_and_report(prog: Program, as_json: bool) -> int:
+    built = pipeline.build(prog, log_level=0)
+    result = built.run()
+    print(report.run_json(result) if as_json else report.run_text(result))
+    ledger = result.ledger
+    return EXIT_FAIL if ledger.leaked() or ledger.double_freed else EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _run_and_report(_load(args.file), args.json)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    text = pipeline.demo_source()
+    if args.source:
+        print(text.rstrip("\n"))
+        return EXIT_OK
+    prog = pipeline.load_text(text, pipeline.DEMO_NAME)
+    if not args.json:
+        print("; the program (bpf-unwind demo --source prints it whole):")
+        print("\n".join(line for line in text.splitlines() if line.startswith(";")))
+        print()
+    return _run_and_report(prog, args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bpf-unwind", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("verify", help="verify a program: kernel-style log and frame descriptors")
+    v.add_argument("file", help="text assembly (.s), or - for stdin")
+    v.add_argument("--log-level", type=int, choices=(1, 2), default=1)
+    v.set_defaults(func=cmd_verify)
+
+    j = sub.add_parser("jit", help="x86-64 listing of every image, frame-descriptor keys marked")
+    j.add_argument("file")
+    j.set_defaults(func=cmd_jit)
+
+    r = sub.add_parser("run", help="verify, JIT and run in Unicorn; show the unwind and the ledger")
+    r.add_argument("file")
+    r.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="run the embedded demo (a throw three frames deep)")
+    d.add_argument("--json", action="store_true")
+    d.add_argument("--source", action="store_true", help="print the demo program and stop")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except BpfUnwindError as err:
+        print(f"bpf-unwind: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as err:  # noqa: BLE001 - the CLI promises no tracebacks
+        if os.environ.get("BPF_UNWIND_DEBUG"):
+            traceback.print_exc()
+        print(
+            f"bpf-unwind: internal error: {type(err).__name__}: {err}"
+            " (set BPF_UNWIND_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

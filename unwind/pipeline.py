@@ -1,0 +1,74 @@
+"""The load -> verify -> JIT -> run pipeline, one function per stage, each taking the
+previous stage's hand-off type (ARCHITECTURE.md). The command line and the tests both go
+through here, so what a user runs is what the tests check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from jit.compile import jit_program
+from jit.image import JitProgram
+from unwind.kernel import kfunc_stub_addrs
+from unwind.result import RunResult
+from unwind.runner import run_jit_program
+from verifier.asm import assemble
+from verifier.checker import check
+from verifier.errors import LoadError
+from verifier.fixups import finalize
+from verifier.program import Program, VerifiedProgram
+
+DEMO_NAME = "demo.s"
+
+
+def demo_source() -> str:
+    return resources.files("unwind").joinpath(DEMO_NAME).read_text()
+
+
+def load_text(text: str, source: str) -> Program:
+    return assemble(text, source)
+
+
+def load_file(path: str | Path) -> Program:
+    """Load a program from a text-assembly file (`.s`)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise LoadError(f"{path}: cannot read: {err}") from None
+    return load_text(text, str(path))
+
+
+def verify(prog: Program, log_level: int = 1) -> VerifiedProgram:
+    """Check the program (raises VerifierError when rejected) and apply the rewrites."""
+    return finalize(check(prog, log_level=log_level))
+
+
+def jit(vp: VerifiedProgram) -> JitProgram:
+    return jit_program(vp, kfunc_stub_addrs())
+
+
+def run(jp: JitProgram, ctx: bytes | None = None, budget: int = 10_000_000) -> RunResult:
+    return run_jit_program(jp, ctx=ctx, budget=budget)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Every stage's output for one program, for callers that want to show them all."""
+
+    program: Program
+    verified: VerifiedProgram
+    jitted: JitProgram
+
+    def run(self, ctx: bytes | None = None, budget: int = 10_000_000) -> RunResult:
+        return run(self.jitted, ctx=ctx, budget=budget)
+
+
+def build(prog: Program, log_level: int = 1) -> Pipeline:
+    vp = verify(prog, log_level=log_level)
+    return Pipeline(prog, vp, jit(vp))
+
+
+def build_text(text: str, source: str = "<asm>", log_level: int = 1) -> Pipeline:
+    return build(load_text(text, source), log_level=log_level)
