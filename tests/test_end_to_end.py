@@ -133,7 +133,7 @@ def test_missing_file_is_one_line_exit_2(capsys):
 def test_runaway_program_hits_the_budget(tmp_path, capsys):
     src = tmp_path / "spin.s"
     # A loop the verifier accepts (bounded by a constant) but longer than a tiny budget.
-    src.write_text("main:\n\tr0 = 0\n.Lloop:\n\tr0 += 1\n\tif r0 < 100000 goto .Lloop\n\texit\n")
+    src.write_text("main:\n\tr0 = 0\n.Lloop:\n\tr0 += 1\n\tif r0 < 20000 goto .Lloop\n\texit\n")
     built = pipeline.build(pipeline.load_file(src), log_level=0)
     from verifier.errors import BpfUnwindError
 
