@@ -1,0 +1,209 @@
+"""bpf_throw's unwinder (series §3.8) against the real emulated stack, and the transfer of
+control to the exception callback.
+
+At the bpf_throw stub hook rsp points at the return address into the throw trampoline, so
+the first frame is ip = [rsp], sp = rsp + 8, bp = rbp. The stack is read once, then the
+frame-pointer chain is walked innermost first (ip' = [bp+8], sp' = bp + 16, bp' = [bp]),
+checking its invariants, until the main image (the exception boundary). Per frame:
+
+  (a) hidden image (the trampoline) or an image without descriptors: no cleanup;
+  (b) the descriptor whose key is the return offset `ip - image.address`; a missing one in
+      an image that has descriptors is an error (the series WARNs and skips, which also
+      corrupts the saved-register chain for outer frames);
+  (c) stack entries in table order at bp + off: MEM_ALLOC objects are dropped through the
+      ledger (freed by "unwind"); NULL and NOT_INIT poison entries do nothing;
+  (d) R6..R9 entries take their value from saved_reg[i], are released, then zeroed;
+  (e) a subprog (trampoline included) collects saved_reg[i] for every register its
+      prologue pushed, from sp + offset (the kernel's bpf_frame_spilled_caller_reg_off).
+
+Then the exception callback runs with rdi = cookie, rsi = main sp, rdx = main bp,
+rcx = r8 = 0 and no return address: its `leave; ret` returns through main's frame to the
+host stub."""
+
+from __future__ import annotations
+
+import struct
+from functools import cache
+from typing import Protocol
+
+from jit.image import JitImage, JitProgram
+from unwind.ledger import FREED_BY_UNWIND, Ledger
+from unwind.result import Released, UnwoundFrame
+from verifier.errors import BpfUnwindError
+from verifier.program import FdEntry, FrameDesc, SpillType
+from verifier.regtypes import (
+    MEM_ALLOC,
+    NOT_INIT,
+    PTR_TO_BTF_ID,
+    SCALAR_VALUE,
+    TypeFlag,
+    base_type,
+    reg_type_str,
+)
+
+MAIN_FRAME_SAVES = 40  # r12, rbx, r13, r14, r15 pushed by the exception boundary
+_U64 = struct.Struct("<Q")
+_MEM_PERCPU = int(TypeFlag.MEM_PERCPU)  # plain ints: IntFlag arithmetic costs ~1 us per op
+_NO_CLEANUP = (NOT_INIT, SCALAR_VALUE)
+_type_str = cache(reg_type_str)
+
+
+class UnwindError(BpfUnwindError):
+    """The stack or the descriptors do not allow a correct unwind."""
+
+
+class StackMachine(Protocol):
+    """What the unwinder needs from jit.machine.Machine."""
+
+    def reg(self, name: str) -> int: ...
+
+    def read_stack(self, sp: int) -> memoryview: ...
+
+    def resume_at(self, address: int, regs: dict[str, int]) -> None: ...
+
+
+def spilled_caller_reg_off(used: tuple[bool, bool, bool, bool], i: int) -> int:
+    """Offset from a frame's sp of the caller's R(6+i) its prologue pushed: walk R9 down to
+    R6, adding 8 for every pushed register before reaching R(6+i)."""
+    return 8 * sum(1 for j in range(3, i, -1) if used[j])
+
+
+class _Stack:
+    """The live stack [rsp, end) read in one go, addressed by guest address."""
+
+    def __init__(self, view: memoryview, rsp: int, prog: str) -> None:
+        self.view = view
+        self.lo = rsp
+        self.hi = rsp + len(view)
+        self.prog = prog
+
+    def u64(self, address: int, what: str) -> int:
+        if not self.lo <= address <= self.hi - 8:
+            raise UnwindError(
+                f"prog '{self.prog}': bpf_throw: {what} at {address:#x} is outside the live stack "
+                f"[{self.lo:#x}, {self.hi:#x})"
+            )
+        return _U64.unpack_from(self.view, address - self.lo)[0]
+
+
+class Unwinder:
+    """One bpf_throw: walk, release, collect; `frames` is the trace, innermost first."""
+
+    def __init__(self, jp: JitProgram, ledger: Ledger) -> None:
+        self.jp = jp
+        self.ledger = ledger
+        self.prog = jp.verified.name
+        self.frames: list[UnwoundFrame] = []
+
+    def _err(self, msg: str) -> UnwindError:
+        return UnwindError(f"prog '{self.prog}': bpf_throw: {msg}")
+
+    def walk(self, rsp: int, rbp: int, view: memoryview) -> tuple[int, int]:
+        """Unwind every BPF frame; return the main frame's (sp, bp)."""
+        if rsp % 8:
+            raise self._err(f"misaligned stack pointer {rsp:#x}")
+        stack = _Stack(view, rsp, self.prog)
+        saved_reg = [0, 0, 0, 0]
+        ip, sp, bp = stack.u64(rsp, "return address"), rsp + 8, rbp
+        main = self.jp.main
+        while True:
+            image = self.jp.image_at(ip - 1)  # a return address may be just past its image
+            if image is None:
+                raise self._err(f"return address {ip:#x} (frame {len(self.frames)}) is not in any image")
+            if bp % 8 or not sp <= bp <= stack.hi - 16:
+                raise self._err(f"bad frame pointer {bp:#x} for sp {sp:#x} in subprog '{image.name}'")
+            if image is main and not main.exception_boundary:
+                raise self._err(f"main subprog '{main.name}' is not an exception boundary")
+            self._frame(image, ip, sp, bp, saved_reg, stack)
+            if image is main:
+                break
+            older_bp = stack.u64(bp, "saved rbp")
+            if older_bp <= bp or older_bp % 8:
+                raise self._err(
+                    f"frame pointer chain broken above subprog '{image.name}': {bp:#x} -> {older_bp:#x}"
+                )
+            ip, sp, bp = stack.u64(bp + 8, "return address"), bp + 16, older_bp
+        if sp != bp - main.stack_depth - MAIN_FRAME_SAVES:
+            raise self._err(
+                f"main frame sp {sp:#x} != bp {bp:#x} - stack_depth {main.stack_depth} - {MAIN_FRAME_SAVES}"
+            )
+        return sp, bp
+
+    def _frame(
+        self, image: JitImage, ip: int, sp: int, bp: int, saved_reg: list[int], stack: _Stack
+    ) -> None:
+        ret_offset = ip - image.address
+        frame = UnwoundFrame(
+            subprog=image.name,
+            index=image.index,
+            kind=image.kind,
+            ip=ip,
+            sp=sp,
+            bp=bp,
+            ret_offset=ret_offset,
+            desc_pc=None,
+            saved_regs=(saved_reg[0], saved_reg[1], saved_reg[2], saved_reg[3]),
+        )
+        self.frames.append(frame)
+        if not image.hidden and image.fd_offsets:
+            desc = image.find_desc(ret_offset)
+            if desc is None:
+                raise self._err(
+                    f"no frame descriptor for subprog '{image.name}' at return offset {ret_offset:#x} "
+                    f"(insn {image.insn_at(ret_offset - 1)})"
+                )
+            frame.desc_pc = desc.pc
+            self._cleanup(image, desc, bp, saved_reg, stack, frame.released)
+        if image is not self.jp.main:
+            used = image.callee_regs_used
+            for i in range(4):
+                if used[i]:
+                    saved_reg[i] = stack.u64(sp + spilled_caller_reg_off(used, i), f"saved R{6 + i}")
+
+    def _cleanup(
+        self,
+        image: JitImage,
+        desc: FrameDesc,
+        bp: int,
+        saved_reg: list[int],
+        stack: _Stack,
+        out: list[Released],
+    ) -> None:
+        for e in desc.stack:
+            if e.spill_type not in (SpillType.STACK_SPILL, SpillType.STACK_INVALID):
+                raise self._err(
+                    f"subprog '{image.name}' pc {desc.pc}: unsupported frame desc entry {e.describe()}"
+                )
+            value = stack.u64(bp + e.off, f"stack slot fp{e.off:+d} of '{image.name}'")
+            out.append(self._release(image, desc, e, "stack", value))
+        for i, e in enumerate(desc.regs):
+            if e is None or base_type(e.type) in _NO_CLEANUP:
+                continue
+            out.append(self._release(image, desc, e, "reg", saved_reg[i]))
+            saved_reg[i] = 0
+
+    def _release(self, image: JitImage, desc: FrameDesc, e: FdEntry, where: str, value: int) -> Released:
+        rid: int | None = None
+        base = base_type(e.type)
+        if base not in _NO_CLEANUP and value != 0:
+            if base != PTR_TO_BTF_ID or not e.type & MEM_ALLOC or e.type & _MEM_PERCPU:
+                raise self._err(
+                    f"subprog '{image.name}' pc {desc.pc}: no destructor for frame desc entry {e.describe()}"
+                )
+            site = f"subprog '{image.name}' pc {desc.pc}"
+            obj = self.ledger.free(value, FREED_BY_UNWIND, site)
+            rid = None if obj is None else obj.id
+        return Released(where, e.off, _type_str(e.type), e.btf_name, value, rid)
+
+
+def bpf_throw(machine: StackMachine, jp: JitProgram, ledger: Ledger, cookie: int) -> list[UnwoundFrame]:
+    """Run at the bpf_throw stub: unwind, release, then continue in the exception callback."""
+    cb = jp.exception_cb
+    if cb is None:
+        raise UnwindError(f"prog '{jp.verified.name}': bpf_throw: program has no exception callback")
+    rsp = machine.reg("rsp")
+    rbp = machine.reg("rbp")
+    unwinder = Unwinder(jp, ledger)
+    sp, bp = unwinder.walk(rsp, rbp, machine.read_stack(rsp))
+    machine.resume_at(cb.address, {"rdi": cookie, "rsi": sp, "rdx": bp, "rcx": 0, "r8": 0})
+    return unwinder.frames
