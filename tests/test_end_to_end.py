@@ -55,7 +55,10 @@ def test_four_frame_example_recovers_every_frames_callee_saved_registers():
     assert by_name["s2"].saved_regs == (e, f, g, h)
     assert by_name["s1"].saved_regs == (e, f, c, d)
     assert by_name["main"].saved_regs == (a, b, c, d)
-    released = {fr.subprog: sorted(r.value for r in fr.released if r.resource_id is not None) for fr in result.frames}
+    released = {
+        fr.subprog: sorted(r.value for r in fr.released if r.resource_id is not None)
+        for fr in result.frames
+    }
     assert released == {
         "__bpf_throw_tramp": [],
         "s2": sorted([g, h]),
