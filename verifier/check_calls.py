@@ -1,0 +1,157 @@
+"""Calls and exits: kfunc calls checked against verifier.kfuncs prototypes
+(`check_kfunc_call`), bpf2bpf calls (`check_func_call`: static callees get a new frame,
+global callees are assumed valid and, if throw reachable, get the patch-02 exception branch)
+and `BPF_EXIT` (`prepare_func_exit`, `check_return_code`, `check_reference_leak`)."""
+
+from __future__ import annotations
+
+from verifier.check_alu import check_reg_read
+from verifier.check_env import Env
+from verifier.exceptions import check_reference_leak
+from verifier.insn import MAX_CALL_FRAMES, Insn
+from verifier.kfuncs import KF, KFUNCS_BY_ID, ArgKind, KfuncProto, RetKind
+from verifier.regtypes import NOT_INIT, PTR_TO_CTX, PTR_TO_STACK, SCALAR_VALUE, base_type
+from verifier.state import (
+    RefState,
+    VerifierState,
+    alloc_obj,
+    new_frame,
+    not_init,
+    release_reference,
+    scalar,
+)
+from verifier.vlog import kernel_type_str
+
+CALLER_SAVED = range(0, 6)  # R0-R5
+
+
+def clear_caller_saved_regs(state: VerifierState) -> None:
+    for regno in CALLER_SAVED:
+        state.cur.regs[regno] = not_init()
+
+
+def check_kfunc_call(env: Env, state: VerifierState, insn: Insn, idx: int) -> KfuncProto:
+    proto = KFUNCS_BY_ID.get(insn.imm)
+    if proto is None or insn.off != 0:
+        env.reject(f"insn {idx}: kernel btf_id {insn.imm} is not a function")
+    regs = state.cur.regs
+    release_id = 0
+    struct = None
+    for i, kind in enumerate(proto.args):
+        regno = i + 1
+        if kind == ArgKind.IGNORED:
+            continue
+        reg = check_reg_read(env, state, regno)
+        if kind == ArgKind.SCALAR:
+            if reg.type != SCALAR_VALUE:
+                env.reject(f"R{regno} is not a scalar")
+        elif kind == ArgKind.CONST_TYPE_ID:
+            if not reg.is_const:
+                env.reject(f"R{regno} must be a known constant")
+            assert reg.value is not None
+            struct = env.prog.struct_by_id(reg.value)
+            if struct is None:
+                env.reject(f"{proto.name.removesuffix('_impl')} type ID argument must be of a struct")
+        elif kind == ArgKind.ALLOC_OBJ:
+            if reg.maybe_null and reg.is_alloc_obj:
+                env.reject(f"Possibly NULL pointer passed to trusted arg{i}")
+            if not reg.is_alloc_obj:
+                env.reject(f"arg#{i} expected pointer to allocated object")
+            if not reg.ref_obj_id:
+                env.reject("allocated object must be referenced")
+            if reg.off:
+                env.reject(f"R{regno} must have zero offset when passed to release func "
+                           "or trusted arg to kfunc")
+            if proto.flags & KF.RELEASE:
+                release_id = reg.ref_obj_id
+    if release_id and not release_reference(state, release_id):
+        env.reject(f"verifier internal error: reference id={release_id} is not held")
+    clear_caller_saved_regs(state)
+    if proto.flags & KF.THROW:
+        env.seen_exception = True
+    if proto.ret == RetKind.ALLOC_OBJ:
+        assert struct is not None
+        ref_id = env.new_id()
+        state.refs.append(RefState(ref_id, idx))
+        regs[0] = alloc_obj(struct.type_id, struct.name, ref_id)
+    return proto
+
+
+def _check_global_args(env: Env, state: VerifierState, callee: int) -> None:
+    """Global subprogs are verified once with args fixed by their callers: R1-R5 are
+    scalars, except an arg that callers pass the ctx in (then ctx). A caller passing any
+    other pointer, or disagreeing with what the subprog was verified with, is rejected."""
+    info = env.subprogs[callee]
+    kinds = env.global_args.setdefault(callee, {})
+    for regno in range(1, 6):
+        reg = state.cur.regs[regno]
+        if reg.type == NOT_INIT:
+            continue
+        if base_type(reg.type) == PTR_TO_CTX and reg.off == 0:
+            kind = "ctx"
+        elif reg.type == SCALAR_VALUE:
+            kind = "scalar"
+        else:
+            kind = "invalid"
+        known = kinds.get(regno)
+        if known is None and kind != "invalid" and not (kind == "ctx" and callee in env.global_verified):
+            kinds[regno] = kind
+            continue
+        if known == kind:
+            continue
+        env.reject(f"Caller passes invalid args into func#{callee} ('{info.name}')")
+
+
+def check_func_call(env: Env, state: VerifierState, insn: Insn, idx: int) -> tuple[int, VerifierState | None]:
+    """A bpf2bpf call. Returns (next insn, the patch-02 exception branch to push or None)."""
+    callee = env.find_subprog(idx + insn.imm + 1)
+    assert callee is not None  # check_cfg verified every call target
+    info = env.subprogs[callee]
+    if env.is_global(callee):
+        _check_global_args(env, state, callee)
+        if callee not in env.global_called:
+            env.global_called.append(callee)
+        env.log.verbose(f"Func#{callee} ('{info.name}') is global and assumed valid.")
+        branch = None
+        if info.is_throw_reachable and not state.global_subprog_call_exception:
+            branch = state.copy()
+            branch.global_subprog_call_exception = True
+        clear_caller_saved_regs(state)
+        state.cur.regs[0] = scalar()  # all global functions return a 64-bit scalar
+        return idx + 1, branch
+    if state.curframe + 1 >= MAX_CALL_FRAMES:
+        # the kernel's message here has no " !"; the series' pass (and the brief) use it
+        env.reject(f"the call stack of {state.curframe + 2} frames is too deep !")
+    caller = state.cur
+    frame = new_frame(state.curframe + 1, callee, idx)
+    for regno in range(1, 6):
+        frame.regs[regno] = caller.regs[regno].copy()
+    clear_caller_saved_regs(state)
+    state.frames.append(frame)
+    return info.start, None
+
+
+def process_exit(env: Env, state: VerifierState) -> int | None:
+    """BPF_EXIT: returns the insn to continue at (callsite + 1), or None at the end of the
+    path. Order as process_bpf_exit_full: leak check first, then the frame exit."""
+    check_reference_leak(env, state, exception_exit=False)
+    r0 = check_reg_read(env, state, 0)
+    if state.curframe > 0:
+        if base_type(r0.type) == PTR_TO_STACK and r0.frameno == state.curframe:
+            env.reject("cannot return stack pointer to the caller frame")
+        callee = state.frames.pop()
+        state.cur.regs[0] = r0.copy()
+        return callee.callsite + 1
+    sub = state.cur.subprogno
+    if sub != 0 and not env.subprogs[sub].is_exception_cb:
+        if r0.type != SCALAR_VALUE:
+            env.reject("At subprogram exit the register R0 is not a scalar value "
+                       f"({kernel_type_str(r0.type)})")
+        return None
+    if r0.type != SCALAR_VALUE:
+        env.reject(f"At program exit the register R0 is not a known value ({kernel_type_str(r0.type)})")
+    return None
+
+
+def check_helper_call(env: Env, insn: Insn) -> None:
+    env.reject(f"invalid func unknown#{insn.imm}")

@@ -1,0 +1,225 @@
+"""The `do_check` main loop for one entry (main, or a global subprog verified alone):
+instruction dispatch, the branch stack (`push_stack`/`pop_stack`), explored-state
+checkpoints with branch counting (`is_state_visited`, `update_branch_counts`), infinite
+loop detection, the complexity limits, and the two exceptional exits (bpf_throw and the
+patch-02 exception branch of a throw-reachable global subprog call)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from verifier.check_alu import check_alu_op, check_cond_jmp_op
+from verifier.check_calls import check_func_call, check_helper_call, check_kfunc_call, process_exit
+from verifier.check_cfg import is_throw
+from verifier.check_env import BPF_COMPLEXITY_LIMIT_INSNS, Env
+from verifier.check_mem import check_ld_imm64, check_mem_insn
+from verifier.exceptions import throw_exit
+from verifier.insn import (
+    BPF_ALU,
+    BPF_ALU64,
+    BPF_JA,
+    BPF_JMP,
+    BPF_JMP32,
+    BPF_LD,
+    BPF_LDX,
+    BPF_ST,
+    BPF_STX,
+    Insn,
+)
+from verifier.state import VerifierState, states_equal
+from verifier.vlog import frame_state_text
+
+BPF_COMPLEXITY_LIMIT_JMP_SEQ = 8192
+
+
+@dataclass(eq=False)
+class Checkpoint:
+    """An explored state (`bpf_verifier_state_list` entry) with its branch counter."""
+
+    state: VerifierState
+    branches: int
+    parent: Checkpoint | None
+    hit: int = 0
+    miss: int = 0
+
+
+class DoCheck:
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.stack: list[tuple[VerifierState, int, int]] = []
+        self.explored: dict[int, list[Checkpoint]] = {}
+        self.prev_jmps = 0
+        self.prev_insns = 0
+
+    # Branches and checkpoints --------------------------------------------------------------
+
+    def push_stack(self, state: VerifierState, idx: int, prev: int) -> None:
+        """Queue `state` (already a copy) to be explored from insn idx later."""
+        if isinstance(state.parent, Checkpoint):
+            state.parent.branches += 1
+        self.stack.append((state, idx, prev))
+        if len(self.stack) > BPF_COMPLEXITY_LIMIT_JMP_SEQ:
+            self.env.reject(f"The sequence of {len(self.stack)} jumps is too complex.")
+
+    @staticmethod
+    def update_branch_counts(cp: object | None) -> None:
+        while isinstance(cp, Checkpoint):
+            cp.branches -= 1
+            if cp.branches > 0:
+                return
+            cp = cp.parent
+
+    def is_state_visited(self, state: VerifierState, idx: int) -> bool:
+        """True if the state can be pruned at this prune point."""
+        env = self.env
+        if state.global_subprog_call_exception:
+            # PATCH 02: the exception branch is never pruned. deviation: nor is it stored as
+            # an explored state (v1 does store it, the flag copied along).
+            return False
+        lst = self.explored.setdefault(idx, [])
+        for cp in list(lst):
+            if cp.branches > 0:
+                if states_equal(cp.state, state, exact=True):
+                    env.reject(f"infinite loop detected at insn {idx}")
+            elif states_equal(cp.state, state):
+                cp.hit += 1
+                return True
+            cp.miss += 1
+            if cp.miss > cp.hit * 3 + 3:  # the kernel's eviction heuristic
+                lst.remove(cp)
+                env.cur_states -= 1
+        # the kernel adds a checkpoint only after >= 2 jumps and >= 8 insns since the last one
+        if env.jmps_processed - self.prev_jmps < 2 or env.insn_processed - self.prev_insns < 8:
+            return False
+        self.prev_jmps, self.prev_insns = env.jmps_processed, env.insn_processed
+        snap = state.copy()
+        snap.parent = None
+        cp = Checkpoint(snap, 1, state.parent if isinstance(state.parent, Checkpoint) else None)
+        state.parent = cp
+        lst.append(cp)
+        env.total_states += 1
+        env.cur_states += 1
+        env.peak_states = max(env.peak_states, env.cur_states)
+        env.max_states_per_insn = max(env.max_states_per_insn, len(lst))
+        return False
+
+    # The loop ------------------------------------------------------------------------------
+
+    def run(self, state: VerifierState, idx: int) -> None:
+        env, log = self.env, self.env.log
+        prev = -1
+        popped = False
+        while True:
+            if idx in env.prune_points and self.is_state_visited(state, idx):
+                if popped:
+                    log.verbose("")
+                    log.verbose(f"from {prev} to {idx}: safe")
+                else:
+                    log.verbose(f"{idx}: safe")
+                nxt = self.end_path(state)
+            else:
+                if popped:
+                    log.branch(prev, idx, frame_state_text(state, state.cur))
+                env.insn_processed += 1
+                if env.insn_processed > BPF_COMPLEXITY_LIMIT_INSNS:
+                    env.reject(f"BPF program is too large. Processed {env.insn_processed} insn")
+                env.insn_idx, env.prev_insn_idx = idx, prev
+                nxt_idx = self.step(state, idx)
+                if nxt_idx is not None:
+                    prev, idx, popped = idx, nxt_idx, False
+                    continue
+                nxt = self.end_path(state)
+            if nxt is None:
+                return
+            state, idx, prev = nxt
+            popped = True
+
+    def end_path(self, state: VerifierState) -> tuple[VerifierState, int, int] | None:
+        self.update_branch_counts(state.parent)
+        return self.stack.pop() if self.stack else None
+
+    def step(self, state: VerifierState, idx: int) -> int | None:
+        """Process insns[idx]; the next insn, or None when the path ends here."""
+        env = self.env
+        insns = env.insns
+        insn = insns[idx]
+        env.seen_insns.add(idx)
+        env.log.insn(insns, idx)
+        cls = insn.cls
+        if cls in (BPF_ALU, BPF_ALU64):
+            check_alu_op(env, state, insn)
+            self.log_state(state, idx, regs=[insn.dst])
+            return idx + 1
+        if cls in (BPF_LDX, BPF_ST, BPF_STX):
+            reg, slot = check_mem_insn(env, state, insn)
+            self.log_state(state, idx, regs=[reg] if reg is not None else [], slot=slot)
+            return idx + 1
+        if cls == BPF_LD:
+            if not insn.is_ld_imm64():
+                env.reject("BPF_LD_[ABS|IND] are not supported by this verifier")
+            env.seen_insns.add(idx + 1)
+            check_ld_imm64(env, state, insn, insns[idx + 1])
+            self.log_state(state, idx, regs=[insn.dst])
+            return idx + 2
+        if cls not in (BPF_JMP, BPF_JMP32):
+            env.reject(f"unknown insn class {cls}")
+        env.jmps_processed += 1  # every JMP-class insn, calls and exits included
+        if insn.is_call():
+            return self.do_call(state, insn, idx)
+        if insn.is_exit():
+            return process_exit(env, state)
+        if insn.op == BPF_JA:
+            return idx + insn.jump_offset() + 1
+        taken, fall, refine = check_cond_jmp_op(env, state, insn)
+        target = idx + insn.off + 1
+        if taken and fall:
+            other = state.copy()
+            refine(other, True)
+            refine(state, False)
+            self.push_stack(other, target, idx)
+        self.log_state(state, idx, regs=[insn.dst] + ([insn.src] if insn.uses_reg_src else []), written=False)
+        return target if taken and not fall else idx + 1
+
+    def do_call(self, state: VerifierState, insn: Insn, idx: int) -> int | None:
+        env = self.env
+        if insn.is_helper_call():
+            check_helper_call(env, insn)
+        if insn.is_kfunc_call():
+            check_kfunc_call(env, state, insn, idx)
+            if is_throw(insn):
+                throw_exit(env, state, idx)
+                return None
+            self.log_state(state, idx, regs=[0])
+            return idx + 1
+        if not insn.is_pseudo_call():
+            env.reject(f"unknown call src_reg {insn.src}")
+        flagged = state.global_subprog_call_exception
+        nxt, branch = check_func_call(env, state, insn, idx)
+        if branch is not None:
+            self.push_stack(branch, idx, env.prev_insn_idx)
+        if flagged:
+            callee = env.find_subprog(idx + insn.imm + 1)
+            assert callee is not None
+            env.log.verbose(f"Func#{callee} ('{env.subprogs[callee].name}') may throw exception, "
+                            "exploring program path where exception is thrown")
+            state.global_subprog_call_exception = False
+            throw_exit(env, state, idx)
+            return None
+        self.log_state(state, idx, regs=[0] if nxt == idx + 1 else None)
+        return nxt
+
+    def log_state(self, state: VerifierState, idx: int, regs: list[int] | None,
+                  slot: tuple[int, int] | None = None, written: bool = True) -> None:
+        log = self.env.log
+        if log.level < 2:
+            return
+        frame = state.cur
+        slots: list[int] = []
+        if slot is not None and slot[0] == frame.frameno:
+            slots = [slot[1]]
+        if regs is None:  # entered a callee: its whole state
+            log.insn_state(idx, frame_state_text(state, frame))
+            return
+        text = frame_state_text(state, frame, regs=regs, slots=slots,
+                                written=frozenset(regs) if written else frozenset())
+        log.insn_state(idx, text)

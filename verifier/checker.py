@@ -1,0 +1,97 @@
+"""The verifier's entry point, `check(prog, log_level) -> CheckResult` (`bpf_check` up to and
+including `do_check_subprogs`): subprog table and CFG checks, the series' throw reachability
+pass, symbolic execution of main, then of every global subprog (the exception callback
+included) on its own. Rewrites are not done here: verifier.fixups consumes the result.
+
+On rejection raises VerifierError(message, log=the whole log, insn_idx=the insn at fault);
+the message is the line stating the reason (the last log line, except for a merge failure,
+which is followed by the two entries that failed to merge)."""
+
+from __future__ import annotations
+
+from verifier.check_cfg import check_cfg, setup_subprogs
+from verifier.check_env import BPF_COMPLEXITY_LIMIT_INSNS, Env, Rejected
+from verifier.check_loop import DoCheck
+from verifier.errors import VerifierError
+from verifier.exceptions import mark_exception_reachable_subprogs
+from verifier.insn import BPF_REG_1
+from verifier.program import CheckResult, Program
+from verifier.state import VerifierState, ctx_ptr, new_frame, scalar
+from verifier.vlog import VLog
+
+
+def check(prog: Program, log_level: int = 1) -> CheckResult:
+    """Verify `prog`; see the module docstring."""
+    env = Env(prog, VLog(log_level))
+    try:
+        _check(env)
+    except Rejected as rej:
+        raise VerifierError(rej.msg, log=env.log.text(), insn_idx=rej.insn_idx) from None
+    env.log.verbose(
+        f"processed {env.insn_processed} insns (limit {BPF_COMPLEXITY_LIMIT_INSNS}) "
+        f"max_states_per_insn {env.max_states_per_insn} total_states {env.total_states} "
+        f"peak_states {env.peak_states} mark_read 0"
+    )
+    return CheckResult(
+        program=prog,
+        subprogs=env.subprogs,
+        fdtabs=env.fdtabs,
+        seen_exception=env.seen_exception,
+        exception_cb=env.exception_cb,
+        seen_insns=env.seen_insns,
+        log=list(env.log.lines),
+        stats={
+            "insn_processed": env.insn_processed,
+            "total_states": env.total_states,
+            "peak_states": env.peak_states,
+            "max_states_per_insn": env.max_states_per_insn,
+        },
+    )
+
+
+def _check(env: Env) -> None:
+    setup_subprogs(env)
+    check_cfg(env)
+    mark_exception_reachable_subprogs(env)
+    _do_check_main(env)
+    _do_check_subprogs(env)
+
+
+def _do_check_main(env: Env) -> None:
+    state = VerifierState([new_frame(0, 0, -1)])
+    state.cur.regs[BPF_REG_1] = ctx_ptr()
+    DoCheck(env).run(state, env.subprogs[0].start)
+
+
+def _do_check_subprogs(env: Env) -> None:
+    """Global subprogs, each on its own: first those called by verified code (in the order
+    of their first call, so callers have fixed their argument kinds), then the rest in index
+    order, the exception callback (one scalar argument) last."""
+    globals_ = [i for i in range(1, len(env.subprogs)) if env.is_global(i) and i != env.exception_cb]
+    done: set[int] = set()
+    while True:
+        pending = [i for i in env.global_called if i not in done]
+        if not pending:
+            pending = [i for i in globals_ if i not in done]
+        if not pending:
+            break
+        idx = pending[0]
+        done.add(idx)
+        _do_check_global(env, idx)
+    if env.exception_cb is not None:
+        _do_check_global(env, env.exception_cb)
+
+
+def _do_check_global(env: Env, idx: int) -> None:
+    info = env.subprogs[idx]
+    env.log.verbose(f"Validating {info.name}() func#{idx}...")
+    state = VerifierState([new_frame(0, idx, -1)])
+    regs = state.cur.regs
+    if info.is_exception_cb:
+        regs[BPF_REG_1] = scalar()
+    else:
+        kinds = env.global_args.get(idx, {})
+        for regno in range(1, 6):
+            regs[regno] = ctx_ptr() if kinds.get(regno) == "ctx" else scalar()
+    env.global_verified.add(idx)
+    DoCheck(env).run(state, info.start)

@@ -1,0 +1,330 @@
+"""The verifier's abstract state: `RegState`, `StackSlot`, `FuncState` (one call frame),
+`RefState` (an acquired reference) and `VerifierState` (all frames of one path), plus the
+copy and comparison helpers used by branch exploration and state pruning (`states_equal`).
+
+Model (a deliberately small subset of the kernel's `bpf_reg_state`): a scalar is either a
+known u64 constant or unknown; pointers carry a constant offset. Stack slots keep the
+kernel's per-byte `slot_type[8]` with the kernel's byte order: the byte at fp-relative
+address `a` is `stack[spi].slot_type[(-a - 1) % 8]` with `spi = (-a - 1) // 8`, so
+`slot_type[7]` is the lowest-address byte of the slot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from verifier.insn import BPF_REG_10, MAX_BPF_REG
+from verifier.program import SpillType
+from verifier.regtypes import (
+    MEM_ALLOC,
+    NOT_INIT,
+    PTR_MAYBE_NULL,
+    PTR_TO_BTF_ID,
+    PTR_TO_CTX,
+    PTR_TO_STACK,
+    SCALAR_VALUE,
+    base_type,
+)
+
+BPF_REG_SIZE = 8
+U64_MASK = (1 << 64) - 1
+
+STACK_INVALID = int(SpillType.STACK_INVALID)
+STACK_SPILL = int(SpillType.STACK_SPILL)
+STACK_MISC = int(SpillType.STACK_MISC)
+STACK_ZERO = int(SpillType.STACK_ZERO)
+
+
+@dataclass(slots=True)
+class RegState:
+    """One register (or a spilled register): `type` is a regtypes value with flags."""
+
+    type: int = NOT_INIT
+    value: int | None = None  # SCALAR_VALUE: known u64 constant, None = unknown
+    off: int = 0  # pointers: constant byte offset (fp-relative for PTR_TO_STACK)
+    id: int = 0  # NULL-tracking id shared by copies of a maybe-NULL pointer
+    ref_obj_id: int = 0  # acquired reference this pointer holds (0 = none)
+    btf_id: int = 0  # PTR_TO_BTF_ID: local struct type id
+    btf_name: str = ""  # PTR_TO_BTF_ID: struct name
+    frameno: int = 0  # PTR_TO_STACK: frame whose stack this points into
+
+    def copy(self) -> RegState:
+        return RegState(self.type, self.value, self.off, self.id, self.ref_obj_id,
+                        self.btf_id, self.btf_name, self.frameno)
+
+    @property
+    def is_scalar(self) -> bool:
+        return self.type == SCALAR_VALUE
+
+    @property
+    def is_const(self) -> bool:
+        return self.type == SCALAR_VALUE and self.value is not None
+
+    @property
+    def is_known_zero(self) -> bool:
+        return self.type == SCALAR_VALUE and self.value == 0
+
+    @property
+    def is_pointer(self) -> bool:
+        return self.type not in (NOT_INIT, SCALAR_VALUE)
+
+    @property
+    def maybe_null(self) -> bool:
+        return bool(self.type & PTR_MAYBE_NULL)
+
+    @property
+    def is_alloc_obj(self) -> bool:
+        return base_type(self.type) == PTR_TO_BTF_ID and bool(self.type & MEM_ALLOC)
+
+
+def not_init() -> RegState:
+    return RegState()
+
+
+def scalar(value: int | None = None) -> RegState:
+    return RegState(SCALAR_VALUE, None if value is None else value & U64_MASK)
+
+
+def ctx_ptr() -> RegState:
+    return RegState(PTR_TO_CTX)
+
+
+def stack_ptr(frameno: int, off: int = 0) -> RegState:
+    return RegState(PTR_TO_STACK, off=off, frameno=frameno)
+
+
+def alloc_obj(btf_id: int, btf_name: str, ref_id: int) -> RegState:
+    """What bpf_obj_new returns: `PTR_TO_BTF_ID | MEM_ALLOC | PTR_MAYBE_NULL`, referenced."""
+    return RegState(PTR_TO_BTF_ID | MEM_ALLOC | PTR_MAYBE_NULL, id=ref_id, ref_obj_id=ref_id,
+                    btf_id=btf_id, btf_name=btf_name)
+
+
+@dataclass(slots=True)
+class StackSlot:
+    """`struct bpf_stack_state`: 8 byte types plus the spilled register (for STACK_SPILL)."""
+
+    slot_type: list[int] = field(default_factory=lambda: [STACK_INVALID] * BPF_REG_SIZE)
+    spilled_ptr: RegState = field(default_factory=RegState)
+
+    def copy(self) -> StackSlot:
+        return StackSlot(list(self.slot_type), self.spilled_ptr.copy())
+
+    @property
+    def is_spill(self) -> bool:
+        """`is_spilled_reg`: decided by the lowest-address byte, like the kernel."""
+        return self.slot_type[BPF_REG_SIZE - 1] == STACK_SPILL
+
+    def all_bytes(self, stype: int) -> bool:
+        return all(t == stype for t in self.slot_type)
+
+
+@dataclass(slots=True)
+class RefState:
+    """`struct bpf_reference_state`: one acquired reference and where it was acquired."""
+
+    id: int
+    insn_idx: int
+
+
+@dataclass(slots=True)
+class FuncState:
+    """`struct bpf_func_state`: one call frame."""
+
+    frameno: int
+    subprogno: int
+    callsite: int  # call insn in the caller frame; -1 for frame 0
+    regs: list[RegState]
+    stack: list[StackSlot] = field(default_factory=list)  # index = spi; fp-8 is spi 0
+
+    @property
+    def allocated_stack(self) -> int:
+        return len(self.stack) * BPF_REG_SIZE
+
+    def grow_stack(self, size: int) -> None:
+        """`grow_stack_state`: allocate slots down to fp-size (size rounded up to 8)."""
+        want = (size + BPF_REG_SIZE - 1) // BPF_REG_SIZE
+        while len(self.stack) < want:
+            self.stack.append(StackSlot())
+
+    def copy(self) -> FuncState:
+        return FuncState(self.frameno, self.subprogno, self.callsite,
+                         [r.copy() for r in self.regs], [s.copy() for s in self.stack])
+
+
+def new_frame(frameno: int, subprogno: int, callsite: int) -> FuncState:
+    regs = [RegState() for _ in range(MAX_BPF_REG)]
+    regs[BPF_REG_10] = stack_ptr(frameno)
+    return FuncState(frameno, subprogno, callsite, regs)
+
+
+@dataclass(slots=True)
+class VerifierState:
+    """`struct bpf_verifier_state`: every frame of one path, the acquired references and the
+    series' patch-02 flag. `parent` is the checkpoint this path descends from (branch
+    counting for pruning and loop detection); it is not part of the abstract value."""
+
+    frames: list[FuncState]
+    refs: list[RefState] = field(default_factory=list)
+    global_subprog_call_exception: bool = False
+    parent: object | None = None
+
+    @property
+    def curframe(self) -> int:
+        return len(self.frames) - 1
+
+    @property
+    def cur(self) -> FuncState:
+        return self.frames[-1]
+
+    def copy(self) -> VerifierState:
+        """`copy_verifier_state` (copies the patch-02 flag too, as the series does)."""
+        return VerifierState([f.copy() for f in self.frames],
+                             [RefState(r.id, r.insn_idx) for r in self.refs],
+                             self.global_subprog_call_exception, self.parent)
+
+    def all_regs(self) -> list[RegState]:
+        """Every register and spilled register of every frame (`bpf_for_each_reg_in_vstate`)."""
+        out: list[RegState] = []
+        for f in self.frames:
+            out.extend(f.regs)
+            out.extend(s.spilled_ptr for s in f.stack if s.is_spill)
+        return out
+
+    def find_ref(self, ref_id: int) -> RefState | None:
+        for r in self.refs:
+            if r.id == ref_id:
+                return r
+        return None
+
+
+# Reference and NULL tracking ----------------------------------------------------------------
+
+
+def mark_reg_invalid(reg: RegState) -> None:
+    """`mark_reg_invalid` for a privileged program: the register becomes an unknown scalar."""
+    reg.type, reg.value, reg.off, reg.id, reg.ref_obj_id = SCALAR_VALUE, None, 0, 0, 0
+    reg.btf_id, reg.btf_name, reg.frameno = 0, "", 0
+
+
+def release_reference(state: VerifierState, ref_obj_id: int) -> bool:
+    """`release_reference`: drop the reference and invalidate every copy of the pointer in
+    every frame (registers and spills). False if no such reference is held."""
+    ref = state.find_ref(ref_obj_id)
+    if ref is None:
+        return False
+    state.refs.remove(ref)
+    for reg in state.all_regs():
+        if reg.ref_obj_id == ref_obj_id:
+            mark_reg_invalid(reg)
+    return True
+
+
+def mark_ptr_or_null_regs(state: VerifierState, reg_id: int, is_null: bool) -> None:
+    """`mark_ptr_or_null_regs`: after `if rX == 0`, every copy sharing the id becomes a
+    known-zero scalar (NULL branch) or loses PTR_MAYBE_NULL. A NULL referenced pointer
+    releases its reference (the object was never allocated)."""
+    ref_to_release = 0
+    for reg in state.all_regs():
+        if reg.id != reg_id or not reg.maybe_null:
+            continue
+        if is_null:
+            if reg.ref_obj_id == reg_id:
+                ref_to_release = reg_id
+            reg.type, reg.value, reg.off, reg.id, reg.ref_obj_id = SCALAR_VALUE, 0, 0, 0, 0
+            reg.btf_id, reg.btf_name, reg.frameno = 0, "", 0
+        else:
+            reg.type &= ~PTR_MAYBE_NULL
+    if ref_to_release:
+        ref = state.find_ref(ref_to_release)
+        if ref is not None:
+            state.refs.remove(ref)
+
+
+# Pruning ----------------------------------------------------------------------------------
+
+
+class _IdMap:
+    """`check_ids`: ids of the old state must map one-to-one onto ids of the current one."""
+
+    def __init__(self) -> None:
+        self.fwd: dict[int, int] = {}
+        self.back: dict[int, int] = {}
+
+    def check(self, old: int, cur: int) -> bool:
+        if old == 0 or cur == 0:
+            return old == cur
+        if old in self.fwd:
+            return self.fwd[old] == cur
+        if cur in self.back:
+            return False
+        self.fwd[old] = cur
+        self.back[cur] = old
+        return True
+
+
+def regsafe(old: RegState, cur: RegState, idmap: _IdMap, exact: bool) -> bool:
+    """Does `old` (explored) cover `cur`? Exact mode requires equality up to id renaming."""
+    if old.type == NOT_INIT and not exact:
+        return True  # the explored path never relied on this register
+    if old.type != cur.type:
+        return False
+    if old.type == NOT_INIT:
+        return True
+    if old.type == SCALAR_VALUE:
+        if old.value is None and not exact:
+            return True  # an unknown scalar covers any scalar (no precision tracking)
+        return old.value == cur.value
+    if old.off != cur.off or old.btf_id != cur.btf_id or old.frameno != cur.frameno:
+        return False
+    return idmap.check(old.id, cur.id) and idmap.check(old.ref_obj_id, cur.ref_obj_id)
+
+
+def _slot_safe(old: StackSlot | None, cur: StackSlot | None, idmap: _IdMap, exact: bool) -> bool:
+    o = old or StackSlot()
+    c = cur or StackSlot()
+    for i in range(BPF_REG_SIZE):
+        ot, ct = o.slot_type[i], c.slot_type[i]
+        if not exact and ot == STACK_INVALID:
+            continue
+        if not exact and ot == STACK_MISC and not (ct == STACK_SPILL and c.spilled_ptr.is_pointer):
+            # privileged (allow_uninit_stack): MISC covers any non-pointer content. The
+            # kernel lets it cover spilled pointers too; we don't (a filled pointer can fail
+            # where the explored path had a scalar).
+            continue
+        if ot != ct:
+            return False
+    if o.is_spill:
+        return regsafe(o.spilled_ptr, c.spilled_ptr, idmap, exact)
+    return True
+
+
+def _func_safe(old: FuncState, cur: FuncState, idmap: _IdMap, exact: bool) -> bool:
+    if old.callsite != cur.callsite or old.subprogno != cur.subprogno:
+        return False
+    for o, c in zip(old.regs, cur.regs, strict=True):
+        if not regsafe(o, c, idmap, exact):
+            return False
+    n = max(len(old.stack), len(cur.stack))
+    for spi in range(n):
+        o = old.stack[spi] if spi < len(old.stack) else None
+        c = cur.stack[spi] if spi < len(cur.stack) else None
+        if not _slot_safe(o, c, idmap, exact):
+            return False
+    return True
+
+
+def states_equal(old: VerifierState, cur: VerifierState, exact: bool = False) -> bool:
+    """`states_equal`: may the current state be pruned because `old` was explored?"""
+    if cur.global_subprog_call_exception:
+        # PATCH 02: the exception branch re-enters the call insn where an equivalent state
+        # was just explored; it must never be pruned (nor seen as an infinite loop).
+        return False
+    if old.global_subprog_call_exception:
+        return False  # never stored (see checker), kept as a second line of defence
+    if len(old.frames) != len(cur.frames) or len(old.refs) != len(cur.refs):
+        return False
+    idmap = _IdMap()
+    for o, c in zip(old.frames, cur.frames, strict=True):
+        if not _func_safe(o, c, idmap, exact):
+            return False
+    # refsafe: the same references, ids consistently renamed.
+    return all(idmap.check(o.id, c.id) for o, c in zip(old.refs, cur.refs, strict=True))
