@@ -333,3 +333,9 @@ def test_kernel_insn_text_pseudo_call_and_func_name_callback():
     assert kernel_insn_text(insns, 1) == "(85) call pc+2"
     named = kernel_insn_text(insns, 2, func_name=lambda insn: "bpf_map_lookup_elem")
     assert named == "(85) call bpf_map_lookup_elem#1"
+
+
+def test_local_labels_are_scoped_to_their_function():
+    prog = assemble("f:\n\tif r1 == 0 goto .Lout\n\tr0 = 1\n.Lout:\n\texit\ng:\n\tgoto .Lout\n.Lout:\n\texit\n", "x.s")
+    assert prog.insns[0].off == 1  # f's .Lout
+    assert prog.insns[3].off == 0  # g's own .Lout, not f's

@@ -60,6 +60,7 @@ class _Fixup:
     pc: int
     ref: Ref
     line: int
+    scope: str  # function the reference was written in: local labels are per function
 
 
 @dataclass
@@ -68,8 +69,7 @@ class _State:
     insns: list[Insn] = field(default_factory=list)
     funcs: list[FuncSym] = field(default_factory=list)
     func_lines: dict[str, int] = field(default_factory=dict)
-    labels: dict[str, int] = field(default_factory=dict)  # local label -> pc
-    label_lines: dict[str, int] = field(default_factory=dict)
+    labels: dict[tuple[str, str], int] = field(default_factory=dict)  # (function, label) -> pc
     fixups: list[_Fixup] = field(default_factory=list)
     jump_lines: dict[int, int] = field(default_factory=dict)  # pc of a jump or call -> line
     globals_: dict[str, int] = field(default_factory=dict)  # name -> line of .global
@@ -107,17 +107,21 @@ class _State:
 
     def label(self, name: str, column0: bool) -> None:
         pc = len(self.insns)
-        if name in self.labels or name in self.func_lines:
+        if (self.scope, name) in self.labels or name in self.func_lines:
             raise self.error(f"label '{name}' is defined twice")
         if is_local_label(name):
-            self.labels[name] = pc
-            self.label_lines[name] = self.line
+            self.labels[(self.scope, name)] = pc
             return
         if not column0:
             raise self.error(
                 f"function label '{name}:' must start at column 0 (local labels start with .L or LBB)"
             )
         self.start_func(name)
+
+    @property
+    def scope(self) -> str:
+        """The function being assembled: local labels (`.L*`, `LBB*`) are scoped to it."""
+        return self.funcs[-1].name if self.funcs else ""
 
     def start_func(self, name: str) -> None:
         pc = len(self.insns)
@@ -177,7 +181,7 @@ class _State:
         if slots[0].is_jump() or slots[0].is_pseudo_call():
             self.jump_lines[pc] = self.line
         if ref is not None:
-            self.fixups.append(_Fixup(pc, ref, self.line))
+            self.fixups.append(_Fixup(pc, ref, self.line, self.scope))
         self.insns.extend(slots)
 
     # -- whole file -------------------------------------------------------------------------
@@ -224,7 +228,11 @@ class _State:
     def resolve(self, fx: _Fixup, type_refs: dict[int, str]) -> None:
         pc, name, insn = fx.pc, fx.ref.name, self.insns[fx.pc]
         if fx.ref.kind == "jump":
-            target = self.labels.get(name, self.func_start(name))
+            target = self.labels.get((fx.scope, name), self.func_start(name))
+            if target is None:
+                # A label of another function is still found, so the existing
+                # "leaves function" check below names what is wrong.
+                target = next((pc for (_, n), pc in self.labels.items() if n == name), None)
             if target is None:
                 raise self.error(f"unknown label '{name}'", fx.line)
             rel = target - pc - 1
