@@ -106,11 +106,11 @@ def type_flags(t: int) -> int:
 
 
 def reg_type_str(t: int) -> str:
-    """Kernel-style name: prefixes for flags, base name, `_or_null` for PTR_MAYBE_NULL."""
+    """Kernel-style name: prefixes for flags, base name, then for PTR_MAYBE_NULL the kernel's
+    postfix: `or_null_` after a btf pointer (`ptr_or_null_`), `_or_null` otherwise."""
     base = BaseType(base_type(t))
     prefix = "".join(text for flag, text in _PREFIXES if t & flag)
-    postfix = "_or_null" if t & TypeFlag.PTR_MAYBE_NULL and base not in (
-        BaseType.NOT_INIT,
-        BaseType.SCALAR_VALUE,
-    ) else ""
+    postfix = ""
+    if t & TypeFlag.PTR_MAYBE_NULL and base not in (BaseType.NOT_INIT, BaseType.SCALAR_VALUE):
+        postfix = "or_null_" if base == BaseType.PTR_TO_BTF_ID else "_or_null"
     return f"{prefix}{_BASE_NAMES[base]}{postfix}"
