@@ -34,13 +34,11 @@ main:
 	exit
 
 s1:
-	r6 = r1
 	r1 = obj ll
 	r2 = 0
 	call bpf_obj_new_impl
 	if r0 == 0 goto .Lnone
 	r7 = r0
-	r1 = r6
 	call gsub
 	r1 = r7
 	call bpf_obj_drop_impl
