@@ -336,6 +336,7 @@ def test_kernel_insn_text_pseudo_call_and_func_name_callback():
 
 
 def test_local_labels_are_scoped_to_their_function():
-    prog = assemble("f:\n\tif r1 == 0 goto .Lout\n\tr0 = 1\n.Lout:\n\texit\ng:\n\tgoto .Lout\n.Lout:\n\texit\n", "x.s")
+    text = "f:\n\tif r1 == 0 goto .Lout\n\tr0 = 1\n.Lout:\n\texit\ng:\n\tgoto .Lout\n.Lout:\n\texit\n"
+    prog = assemble(text, "x.s")
     assert prog.insns[0].off == 1  # f's .Lout
     assert prog.insns[3].off == 0  # g's own .Lout, not f's
