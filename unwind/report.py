@@ -22,7 +22,8 @@ def entry_text(e: FdEntry) -> str:
 def desc_text(vp: VerifiedProgram, desc: FrameDesc) -> str:
     entries = desc.entries()
     body = "; ".join(entry_text(e) for e in entries) if entries else "(no entries)"
-    return f"pc {desc.pc} ({insn_text(vp.insns, desc.pc)}): {body}"
+    names = {sp.start: sp.name for sp in vp.subprogs}
+    return f"pc {desc.pc} ({insn_text(vp.insns, desc.pc, call_names=names)}): {body}"
 
 
 def fdtabs_text(vp: VerifiedProgram) -> str:

@@ -98,9 +98,12 @@ class FdEntry:
         return self.type == NOT_INIT
 
     def describe(self) -> str:
-        where = f"regno={self.off}" if self.is_reg else f"off={self.off}"
-        name = f" {self.btf_name}" if self.btf_name else ""
-        return f"{where} {reg_type_str(self.type)}{name} ({SPILL_TYPE_NAMES.get(self.spill_type, '???')})"
+        """`fp-8: ptr_obj (STACK_SPILL)`, `R6: ptr_obj`, `R7: NOT_INIT (poison)`."""
+        where = f"R{self.off}" if self.is_reg else f"fp{self.off}"
+        if self.is_poison:
+            return f"{where}: NOT_INIT (poison)"
+        what = f"{reg_type_str(self.type)}{self.btf_name}"
+        return f"{where}: {what}" if self.is_reg else f"{where}: {what} ({self.spill_type.name})"
 
 
 @dataclass

@@ -3,8 +3,8 @@ register/stack state (a subset of `print_verifier_state`).
 
 Level 0 keeps only error lines; level 1 adds every processed instruction (`%d: (%02x) ...`,
 text from `verifier.disasm.kernel_insn_text`), the Func#/frame_desc lines and the final
-statistics; level 2 adds the state after each instruction (aligned on the insn line like
-`vlog_alignment`) and `from %d to %d:` with the full state when a branch is popped."""
+statistics and `from %d to %d:` with the full state when a branch is popped; level 2 adds
+the state after each instruction (aligned on the insn line like `vlog_alignment`)."""
 
 from __future__ import annotations
 
@@ -141,7 +141,8 @@ class VLog:
         self._insn_line = -1
 
     def branch(self, prev_idx: int, idx: int, state_text: str) -> None:
-        if self.level >= 2:
+        """After a branch is popped: the kernel prints this at level 1 too (do_print_state)."""
+        if self.level >= 1:
             self.lines.append("")
             self.lines.append(f"from {prev_idx} to {idx}:{state_text}")
 
