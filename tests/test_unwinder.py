@@ -268,7 +268,7 @@ def test_entry_without_destructor_is_an_error():
     sock = FdEntry(int(BaseType.PTR_TO_SOCKET), SpillType.STACK_INVALID, 6)
     main = Fn("main", "main", boundary_prologue(0), body, 0, ALL,
               descs={body.index("call {tramp}"): ((sock, None, None, None), [])})
-    with pytest.raises(UnwindError, match="no destructor for frame desc entry regno=6 sock"):
+    with pytest.raises(UnwindError, match="no destructor for frame desc entry R6: sock"):
         run_jit_program(build([main, *helpers()]))
 
 
