@@ -8,14 +8,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from verifier.checker import check
-
 from jit.compile import jit_program
 from jit.image import JitProgram
 from unwind.kernel import kfunc_stub_addrs
 from unwind.result import RunResult
 from unwind.runner import run_jit_program
 from verifier.asm import assemble
+from verifier.checker import check
 from verifier.errors import LoadError
 from verifier.fixups import finalize
 from verifier.program import Program, VerifiedProgram
