@@ -142,3 +142,14 @@ def test_runaway_program_hits_the_budget(tmp_path, capsys):
 
     with pytest.raises(BpfUnwindError, match="budget"):
         built.run(budget=1000)
+
+
+def test_repeated_runs_on_one_machine_start_from_a_clean_kernel_state():
+    built = pipeline.build(pipeline.load_file(DEMO), log_level=0)
+    first, second = built.run(), built.run()
+    for result in (first, second):
+        assert result.retval == 0xEB9F and result.released_count == 4
+        assert len(result.ledger.objects) == 4 and not result.ledger.leaked()
+    assert [o.address for o in first.ledger.objects] == [o.address for o in second.ledger.objects]
+    assert second.counters["kfunc_calls.bpf_obj_new_impl"] == 4
+    assert second.counters["unwind_us"] > 0

@@ -9,6 +9,7 @@ exception callback (unwind.unwinder)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from jit.image import JitProgram
@@ -36,13 +37,9 @@ class Kernel:
     def __init__(self, machine: Machine, jp: JitProgram, ledger: Ledger) -> None:
         self.machine = machine
         self.jp = jp
-        self.ledger = ledger
         self.prog = jp.verified.name
-        self.kfunc_calls: dict[str, int] = {proto.name: 0 for proto in KFUNCS}
-        self.threw = False
-        self.cookie: int | None = None
-        self.frames: list[UnwoundFrame] = []
-        self.heap_next = HEAP_BASE
+        self.kfunc_calls: dict[str, int] = {}
+        self.reset(ledger)
         self._struct_names = {st.type_id: st.name for st in jp.verified.structs.values()}
         impls: dict[str, Callable[[Machine], None]] = {
             "bpf_obj_new_impl": self._obj_new,
@@ -52,6 +49,21 @@ class Kernel:
         for slot, proto in enumerate(KFUNCS):
             impl = impls.get(proto.name, self._unimplemented(proto.name))
             machine.bind_stub(stub_address(slot), self._counted(proto.name, impl))
+
+    def reset(self, ledger: Ledger) -> None:
+        """Forget the previous run: new ledger, empty heap (re-zeroed), no throw, no counts."""
+        used = getattr(self, "heap_next", HEAP_BASE) - HEAP_BASE
+        if used:
+            self.machine.write(HEAP_BASE, bytes(used))
+        self.ledger = ledger
+        self.heap_next = HEAP_BASE
+        self.threw = False
+        self.cookie: int | None = None
+        self.frames: list[UnwoundFrame] = []
+        self.unwind_us = 0.0
+        for name in self.kfunc_calls:
+            self.kfunc_calls[name] = 0
+        self.kfunc_calls.update({proto.name: 0 for proto in KFUNCS})
 
     def _counted(self, name: str, impl: Callable[[Machine], None]) -> Callable[[Machine], None]:
         calls = self.kfunc_calls
@@ -105,4 +117,6 @@ class Kernel:
         cookie = m.reg("rdi")
         self.threw = True
         self.cookie = cookie
+        t0 = time.perf_counter()
         self.frames = bpf_throw(m, self.jp, self.ledger, cookie)
+        self.unwind_us = (time.perf_counter() - t0) * 1e6

@@ -4,7 +4,7 @@ through here, so what a user runs is what the tests check."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -12,7 +12,7 @@ from jit.compile import jit_program
 from jit.image import JitProgram
 from unwind.kernel import kfunc_stub_addrs
 from unwind.result import RunResult
-from unwind.runner import run_jit_program
+from unwind.runner import ProgramRunner, run_jit_program
 from verifier.asm import assemble
 from verifier.checker import check
 from verifier.errors import LoadError
@@ -53,16 +53,20 @@ def run(jp: JitProgram, ctx: bytes | None = None, budget: int = 10_000_000) -> R
     return run_jit_program(jp, ctx=ctx, budget=budget)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Pipeline:
-    """Every stage's output for one program, for callers that want to show them all."""
+    """Every stage's output for one program; runs reuse one machine per budget."""
 
     program: Program
     verified: VerifiedProgram
     jitted: JitProgram
+    _runners: dict[int, ProgramRunner] = field(default_factory=dict, repr=False)
 
     def run(self, ctx: bytes | None = None, budget: int = 10_000_000) -> RunResult:
-        return run(self.jitted, ctx=ctx, budget=budget)
+        runner = self._runners.get(budget)
+        if runner is None:
+            runner = self._runners[budget] = ProgramRunner(self.jitted, budget)
+        return runner.run(ctx)
 
 
 def build(prog: Program, log_level: int = 1) -> Pipeline:

@@ -9,7 +9,7 @@ import struct
 import time
 
 from jit.image import JitProgram
-from jit.layout import CTX_BASE, CTX_SIZE
+from jit.layout import CTX_BASE, CTX_SIZE, STACK_BASE, STACK_SIZE
 from jit.machine import Machine, MachineError
 from unwind.kernel import Kernel, kfunc_stub_addrs
 from unwind.ledger import Ledger
@@ -28,37 +28,57 @@ def default_ctx() -> bytes:
     return bytes(buf)
 
 
-def run_jit_program(jp: JitProgram, ctx: bytes | None = None, budget: int = 10_000_000) -> RunResult:
-    """Run main with R1 = CTX_BASE; raise MachineError / UnwindError on faults and bad unwinds."""
-    expected = kfunc_stub_addrs()
-    if jp.stub_addrs and jp.stub_addrs != expected:
-        raise MachineError(
-            f"prog '{jp.verified.name}': JIT was compiled with kfunc stubs {jp.stub_addrs}, "
-            f"the kernel model provides {expected}"
+class ProgramRunner:
+    """One machine and kernel model kept across runs of one JitProgram: Unicorn setup and
+    the translation of the images are paid once, each `run` starts from a clean kernel
+    state (new ledger, zeroed heap and stack, fresh ctx)."""
+
+    def __init__(self, jp: JitProgram, budget: int = 10_000_000) -> None:
+        expected = kfunc_stub_addrs()
+        if jp.stub_addrs and jp.stub_addrs != expected:
+            raise MachineError(
+                f"prog '{jp.verified.name}': JIT was compiled with kfunc stubs {jp.stub_addrs}, "
+                f"the kernel model provides {expected}"
+            )
+        self.jp = jp
+        self.machine = Machine(jp, budget)
+        self.kernel = Kernel(self.machine, jp, Ledger())
+        self.runs = 0
+
+    def run(self, ctx: bytes | None = None) -> RunResult:
+        """Run main with R1 = CTX_BASE; raise MachineError / UnwindError on faults and bad unwinds."""
+        jp, machine, kernel = self.jp, self.machine, self.kernel
+        data = default_ctx() if ctx is None else ctx
+        if len(data) > CTX_SIZE:
+            raise MachineError(f"prog '{jp.verified.name}': ctx of {len(data)} bytes exceeds {CTX_SIZE}")
+        if self.runs:
+            kernel.reset(Ledger())
+            machine.write(STACK_BASE, bytes(STACK_SIZE))
+        self.runs += 1
+        machine.write(CTX_BASE, data.ljust(CTX_SIZE, b"\0"))
+        starts_before = machine.emu_starts
+        t0 = time.perf_counter()
+        retval = machine.run(jp.main, CTX_BASE)
+        elapsed_us = (time.perf_counter() - t0) * 1e6
+        counters: dict[str, float] = {
+            "kfunc_calls": sum(kernel.kfunc_calls.values()),
+            "emu_starts": machine.emu_starts - starts_before,
+            "time_us": round(elapsed_us, 1),
+            "unwind_us": round(kernel.unwind_us, 1),
+        }
+        for name, n in kernel.kfunc_calls.items():
+            counters[f"kfunc_calls.{name}"] = n
+        return RunResult(
+            program=jp.verified.name,
+            retval=retval,
+            threw=kernel.threw,
+            cookie=kernel.cookie,
+            frames=kernel.frames,
+            ledger=kernel.ledger,
+            counters=counters,
         )
-    data = default_ctx() if ctx is None else ctx
-    if len(data) > CTX_SIZE:
-        raise MachineError(f"prog '{jp.verified.name}': ctx of {len(data)} bytes exceeds {CTX_SIZE}")
-    machine = Machine(jp, budget)
-    ledger = Ledger()
-    kernel = Kernel(machine, jp, ledger)
-    machine.write(CTX_BASE, data)
-    t0 = time.perf_counter()
-    retval = machine.run(jp.main, CTX_BASE)
-    elapsed_us = (time.perf_counter() - t0) * 1e6
-    counters: dict[str, float] = {
-        "kfunc_calls": sum(kernel.kfunc_calls.values()),
-        "emu_starts": machine.emu_starts,
-        "time_us": round(elapsed_us, 1),
-    }
-    for name, n in kernel.kfunc_calls.items():
-        counters[f"kfunc_calls.{name}"] = n
-    return RunResult(
-        program=jp.verified.name,
-        retval=retval,
-        threw=kernel.threw,
-        cookie=kernel.cookie,
-        frames=kernel.frames,
-        ledger=ledger,
-        counters=counters,
-    )
+
+
+def run_jit_program(jp: JitProgram, ctx: bytes | None = None, budget: int = 10_000_000) -> RunResult:
+    """Run main once on a fresh machine (see ProgramRunner to run a program repeatedly)."""
+    return ProgramRunner(jp, budget).run(ctx)
