@@ -75,9 +75,13 @@ def _frame_shape(vp: VerifiedProgram, index: int) -> FrameShape:
 
 
 class _Compiler:
-    def __init__(self, vp: VerifiedProgram, stub_addrs: Mapping[int, int], code_base: int) -> None:
+    def __init__(
+        self, vp: VerifiedProgram, stub_addrs: Mapping[int, int], code_base: int,
+        helper_addrs: Mapping[int, int] | None,
+    ) -> None:
         self.vp = vp
         self.stub_addrs = stub_addrs
+        self.helper_addrs = helper_addrs
         self.code_base = code_base
         self.jits: list[_SubprogJit] = []
         self.final = False  # write pass: targets are real
@@ -108,7 +112,11 @@ class _Compiler:
         if insn.src == BPF_PSEUDO_CALL:
             callee = self._callee_index(sj, k, insn.imm)
             return self.jits[callee].address if self.final else None
-        raise JitError(f"bpf_jit: helper calls are not supported yet (call {insn.imm}) at {where}")
+        if self.helper_addrs is None:
+            raise JitError(f"bpf_jit: helper calls are not supported yet (call {insn.imm}) at {where}")
+        if insn.imm not in self.helper_addrs:
+            raise JitError(f"bpf_jit: no stub address for helper {insn.imm} at {where}")
+        return self.helper_addrs[insn.imm]
 
     def _resolve_func(self, sj: _SubprogJit, k: int, insn: Insn) -> int:
         callee = self._callee_index(sj, k, insn.imm)
@@ -206,12 +214,17 @@ class _Compiler:
 
 
 def jit_program(
-    vp: VerifiedProgram, stub_addrs: Mapping[int, int], code_base: int = CODE_BASE
+    vp: VerifiedProgram,
+    stub_addrs: Mapping[int, int],
+    code_base: int = CODE_BASE,
+    helper_addrs: Mapping[int, int] | None = None,
 ) -> JitProgram:
-    """Lower every subprog of `vp` to x86-64; `stub_addrs` maps kfunc BTF ids to call stubs."""
+    """Lower every subprog of `vp` to x86-64; `stub_addrs` maps kfunc BTF ids to call stubs,
+    `helper_addrs` helper ids (call imm with src 0) to theirs. Helper and kfunc calls are
+    the same `E8 rel32` to the stub (the kernel's `__bpf_call_base + imm` after fixups)."""
     if not vp.subprogs:
         raise JitError(f"bpf_jit: {vp.name} has no subprogs")
-    comp = _Compiler(vp, stub_addrs, code_base)
+    comp = _Compiler(vp, stub_addrs, code_base, helper_addrs)
     for sj in comp.jits:
         comp.size(sj)
     comp.place()

@@ -1,7 +1,7 @@
 """Human-readable listing of a JitProgram: capstone disassembly (AT&T syntax, like the
 kernel's `__jited` selftest expectations) of every image, each BPF instruction's text above
-its x86 instructions, call targets named, and every frame-descriptor key (return-address
-offset) marked."""
+its x86 instructions, call targets named (images, kfunc stubs, helper stubs), and every
+frame-descriptor key (return-address offset) marked."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ class _Lister:
         except Exception:  # a listing must never fail on an odd insn
             return _fallback_insn_text(self.jp.verified.insns, pc)
 
-    def _x86(self, img: JitImage, lo: int, hi: int, out: list[str]) -> None:
+    def _x86(self, img: JitImage, lo: int, hi: int, out: list[str], call_name: str | None = None) -> None:
         keys = dict(zip(img.fd_offsets, img.fd_descs, strict=True))
         for ins in self.md.disasm(img.code[lo:hi], img.address + lo):
             off = ins.address - img.address
@@ -70,8 +70,9 @@ class _Lister:
             line = f"  {off:5x}:  {raw:<30} {ins.mnemonic} {ins.op_str}".rstrip()
             if ins.mnemonic.startswith("call"):
                 target = int(ins.op_str, 16) if ins.op_str.startswith("0x") else None
-                if target is not None and target in self.names:
-                    line += f"    # {self.names[target]}"
+                name = self.names.get(target, call_name) if target is not None else None
+                if name is not None:
+                    line += f"    # {name}"
             end = off + ins.size
             if end in keys:
                 line += f"    <- frame desc pc={keys[end].pc} (ret+{end:#x})"
@@ -87,7 +88,9 @@ class _Lister:
             slots = 2 if insns[img.start + k].is_ld_imm64() else 1
             pc = img.start + k
             out.append(f"; {pc}: {self._text(pc)}")
-            self._x86(img, img.addrs[k], img.addrs[k + slots], out)
+            insn = insns[pc]
+            helper = f"helper {insn.imm} stub" if insn.is_helper_call() else None
+            self._x86(img, img.addrs[k], img.addrs[k + slots], out, helper)
             k += slots
 
 

@@ -5,7 +5,15 @@ context (addrs[] of the previous pass, the current index, cleanup_addr, padding,
 address and call targets) it returns the bytes and the number of slots consumed. Branch
 displacements follow the kernel exactly: `addrs[k + 1 + off] - addrs[k + 1]`, where
 `addrs[k]` is where insn k starts in this pass and `addrs[k + 1]` where it ended last pass.
-The switch is one table of handlers per instruction class so it can grow.
+The switch is one table of handlers per instruction class; the ALU classes live in
+`jit.lower_alu`.
+
+Every instruction of ISA v4 is lowered except the legacy packet loads LD_ABS/LD_IND, which
+the kernel's x86 JIT never sees either (the verifier rewrites them into native insns that
+call the bpf_skb_load_helper_* conversion helpers, `gen_ld_abs`, as for converted classic
+BPF), callx (no kernel JIT has an indirect call), and the kernel-internal forms this project
+never produces (tail calls, arena casts and PROBE_* accesses, percpu moves, and the newer
+load-acquire/store-release atomics). BPF_ST | BPF_NOSPEC (the verifier's barrier) is `lfence`.
 """
 
 from __future__ import annotations
@@ -15,15 +23,22 @@ from dataclasses import dataclass
 
 from jit import x86
 from jit import x86_flow as flow
+from jit import x86_mem as mem
+from jit.lower_alu import lower_alu
 from jit.x86 import JitError
 from verifier.insn import (
+    BPF_ABS,
     BPF_ADD,
     BPF_ALU,
     BPF_ALU64,
     BPF_AND,
-    BPF_ARSH,
+    BPF_ATOMIC,
     BPF_CALL,
+    BPF_CMPXCHG,
+    BPF_DW,
     BPF_EXIT,
+    BPF_FETCH,
+    BPF_IND,
     BPF_JA,
     BPF_JEQ,
     BPF_JGE,
@@ -40,23 +55,26 @@ from verifier.insn import (
     BPF_JSLT,
     BPF_LD,
     BPF_LDX,
-    BPF_LSH,
     BPF_MEM,
-    BPF_MOV,
-    BPF_MUL,
-    BPF_NEG,
+    BPF_MEMSX,
     BPF_OR,
     BPF_PSEUDO_CALL,
     BPF_PSEUDO_KFUNC_CALL,
-    BPF_RSH,
     BPF_ST,
     BPF_STX,
-    BPF_SUB,
+    BPF_W,
+    BPF_XCHG,
     BPF_XOR,
     Insn,
     ld_imm64_value,
 )
 
+# BPF_ST | BPF_NOSPEC: the verifier's speculation barrier shares its mode bits with ATOMIC.
+BPF_NOSPEC = 0xC0
+_ATOMIC_OPS = frozenset(
+    (BPF_ADD, BPF_AND, BPF_OR, BPF_XOR, BPF_ADD | BPF_FETCH, BPF_AND | BPF_FETCH,
+     BPF_OR | BPF_FETCH, BPF_XOR | BPF_FETCH, BPF_XCHG, BPF_CMPXCHG)
+)
 MAX_INSN_SIZE = 128  # BPF_MAX_INSN_SIZE
 REG_MAX = 11  # BPF_REG_AX is the highest register a final program may name
 
@@ -159,65 +177,42 @@ def lower_insn(ctx: LowerCtx, k: int) -> tuple[bytes, int]:
     return code, slots
 
 
-# ---------------------------------------------------------------- ALU / ALU64
-
-_SIMPLE = (BPF_ADD, BPF_SUB, BPF_AND, BPF_OR, BPF_XOR)
-_SHIFTS = (BPF_LSH, BPF_RSH, BPF_ARSH)
-
-
-def _lower_alu(ctx: LowerCtx, k: int, insn: Insn) -> tuple[bytes, int]:
-    is64 = insn.cls == BPF_ALU64
-    op, dst, src, imm = insn.op, insn.dst, insn.src, insn.imm
-    by_reg = insn.uses_reg_src
-    if op != BPF_MOV and insn.off != 0:
-        raise ctx.unsupported(k)  # sdiv/smod live in off; not lowered yet
-    if op == BPF_MOV:
-        if by_reg:
-            if insn.off != 0:
-                raise ctx.unsupported(k)  # movsx / arena cast: not lowered yet
-            return x86.emit_mov_reg(is64, dst, src), 1
-        if insn.off != 0:
-            raise ctx.unsupported(k)
-        return x86.emit_mov_imm32(is64, dst, imm), 1
-    if op in _SIMPLE:
-        if by_reg:
-            return x86.emit_alu(op, is64, dst, src), 1
-        return x86.emit_alu_imm(op, is64, dst, imm), 1
-    if op == BPF_MUL:
-        if by_reg:
-            return x86.emit_mul(is64, dst, src), 1
-        return x86.emit_mul_imm(is64, dst, imm), 1
-    if op in _SHIFTS:
-        if by_reg:
-            return x86.emit_shift_reg(op, is64, dst, src), 1
-        return x86.emit_shift_imm(op, is64, dst, imm), 1
-    if op == BPF_NEG and not by_reg:
-        return x86.emit_neg(is64, dst), 1
-    raise ctx.unsupported(k)
-
-
 # ---------------------------------------------------------------- memory
 
 
 def _lower_ldx(ctx: LowerCtx, k: int, insn: Insn) -> tuple[bytes, int]:
-    if insn.mode != BPF_MEM:
-        raise ctx.unsupported(k)
-    return x86.emit_ldx(insn.size, insn.dst, insn.src, insn.off), 1
+    mode = insn.mode
+    if mode == BPF_MEM:
+        return x86.emit_ldx(insn.size, insn.dst, insn.src, insn.off), 1
+    if mode == BPF_MEMSX and insn.size != BPF_DW:
+        return mem.emit_ldsx(insn.size, insn.dst, insn.src, insn.off), 1
+    raise ctx.unsupported(k)
 
 
 def _lower_stx(ctx: LowerCtx, k: int, insn: Insn) -> tuple[bytes, int]:
-    if insn.mode != BPF_MEM:
-        raise ctx.unsupported(k)  # atomics: not lowered yet
-    return x86.emit_stx(insn.size, insn.dst, insn.src, insn.off), 1
+    mode = insn.mode
+    if mode == BPF_MEM:
+        return x86.emit_stx(insn.size, insn.dst, insn.src, insn.off), 1
+    if mode == BPF_ATOMIC and insn.size in (BPF_W, BPF_DW) and insn.imm in _ATOMIC_OPS:
+        return mem.emit_atomic(insn.imm, insn.size, insn.dst, insn.src, insn.off), 1
+    raise ctx.unsupported(k)
 
 
 def _lower_st(ctx: LowerCtx, k: int, insn: Insn) -> tuple[bytes, int]:
-    if insn.mode != BPF_MEM:
-        raise ctx.unsupported(k)
-    return x86.emit_st_imm(insn.size, insn.dst, insn.off, insn.imm), 1
+    if insn.mode == BPF_MEM:
+        return x86.emit_st_imm(insn.size, insn.dst, insn.off, insn.imm), 1
+    if insn.code == BPF_ST | BPF_NOSPEC:
+        return mem.emit_lfence(), 1
+    raise ctx.unsupported(k)
 
 
 def _lower_ld(ctx: LowerCtx, k: int, insn: Insn) -> tuple[bytes, int]:
+    if insn.mode in (BPF_ABS, BPF_IND):
+        raise JitError(
+            f"bpf_jit: legacy LD_ABS/LD_IND (0x{insn.code:02x}) at {ctx.where(k)} is not supported: "
+            "the kernel's x86 JIT never sees them (they are rewritten into calls of the "
+            "bpf_skb_load_helper_* conversion helpers first)"
+        )
     if not insn.is_ld_imm64() or k + 1 >= len(ctx.insns):
         raise ctx.unsupported(k)
     if insn.is_pseudo_func():
@@ -232,6 +227,8 @@ def _lower_ld(ctx: LowerCtx, k: int, insn: Insn) -> tuple[bytes, int]:
 
 def _lower_jmp(ctx: LowerCtx, k: int, insn: Insn) -> tuple[bytes, int]:
     op = insn.op
+    if op in (BPF_JA, BPF_CALL, BPF_EXIT) and insn.uses_reg_src:
+        raise ctx.unsupported(k)  # callx (the kernel has no indirect call), JA/EXIT with X
     if op == BPF_JA:
         return _lower_ja(ctx, k, insn), 1
     if op == BPF_CALL and insn.cls == BPF_JMP:
@@ -311,8 +308,8 @@ def _lower_call(ctx: LowerCtx, k: int, insn: Insn) -> bytes:
 
 _Handler = Callable[[LowerCtx, int, Insn], tuple[bytes, int]]
 _BY_CLASS: dict[int, _Handler] = {
-    BPF_ALU: _lower_alu,
-    BPF_ALU64: _lower_alu,
+    BPF_ALU: lower_alu,
+    BPF_ALU64: lower_alu,
     BPF_LDX: _lower_ldx,
     BPF_STX: _lower_stx,
     BPF_ST: _lower_st,

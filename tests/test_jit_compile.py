@@ -1,74 +1,32 @@
-"""The JIT pass loop, image layout, pc -> return-offset conversion, errors, the listing, and
-Unicorn smoke runs checking that the bytes compute what BPF says (a Python reference
-interpreter for the lowered subset, on random programs)."""
+"""The JIT pass loop (jump sizes, padding, convergence), image layout, pc -> return-offset
+conversion, errors and the listing. Unicorn runs live in test_jit_runs and test_jit_semantics."""
 
 from __future__ import annotations
 
 import random
-import struct
 
 import capstone
-import keystone
 import pytest
-from unicorn import UC_ARCH_X86, UC_MODE_64, UC_PROT_EXEC, UC_PROT_READ, Uc
-from unicorn import x86_const as X
 
 import jit.compile as jit_compile
 from jit.compile import jit_program
-from jit.image import JitImage, JitProgram
+from jit.image import JitImage
 from jit.layout import (
-    CTX_BASE,
-    CTX_SIZE,
-    HOST_STUB_BASE,
     PAGE,
-    STACK_BASE,
-    STACK_SIZE,
-    STACK_TOP,
-    STUB_BASE,
-    STUB_REGION_SIZE,
     stub_address,
 )
 from jit.listing import listing
 from jit.lower import LowerCtx, lower_insn
 from jit.x86 import JitError
+from tests.jit_reference import make_vp
 from verifier.errors import BpfUnwindError
 from verifier.insn import (
     BPF_ADD,
-    BPF_ALU,
-    BPF_ALU64,
-    BPF_AND,
-    BPF_ARSH,
-    BPF_B,
-    BPF_DIV,
-    BPF_DW,
-    BPF_H,
     BPF_JEQ,
-    BPF_JGE,
     BPF_JGT,
-    BPF_JLE,
-    BPF_JLT,
-    BPF_JMP,
-    BPF_JMP32,
-    BPF_JNE,
     BPF_JSET,
-    BPF_JSGE,
-    BPF_JSGT,
-    BPF_JSLE,
-    BPF_JSLT,
-    BPF_K,
-    BPF_LSH,
-    BPF_MOV,
-    BPF_MUL,
-    BPF_NEG,
-    BPF_OR,
-    BPF_RSH,
-    BPF_SUB,
-    BPF_W,
-    BPF_X,
-    BPF_XOR,
     Insn,
     alu64_imm,
-    alu64_reg,
     call_helper,
     call_kfunc,
     call_pseudo,
@@ -76,39 +34,13 @@ from verifier.insn import (
     ja,
     jmp_imm,
     ld_imm64,
-    ldx_mem,
     mov64_imm,
     mov64_reg,
-    st_mem,
-    stx_mem,
 )
-from verifier.program import FdTab, FrameDesc, Subprog, SubprogKind, VerifiedProgram
-from verifier.regusage import detect_reg_usage
+from verifier.program import FdTab, Subprog, SubprogKind, VerifiedProgram
 
 MD = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
 M64 = (1 << 64) - 1
-
-
-def make_vp(
-    funcs: list[tuple[str, list[Insn]]],
-    *,
-    stack: int = 0,
-    descs: dict[int, list[int]] | None = None,
-    boundary: bool = False,
-    exception_cb: int | None = None,
-) -> VerifiedProgram:
-    insns: list[Insn] = []
-    subprogs = []
-    for i, (name, body) in enumerate(funcs):
-        start = len(insns)
-        insns += body
-        kind = SubprogKind.MAIN if i == 0 else SubprogKind.STATIC
-        if i == exception_cb:
-            kind = SubprogKind.EXCEPTION_CB
-        regs = detect_reg_usage(insns, start, len(insns))
-        subprogs.append(Subprog(name, start, len(insns), kind, stack if i == 0 else 0, regs))
-    fdtabs = [FdTab([FrameDesc(pc) for pc in (descs or {}).get(i, [])]) for i in range(len(funcs))]
-    return VerifiedProgram("t", insns, subprogs, fdtabs, exception_cb, None, boundary)
 
 
 def jit_one(insns: list[Insn], stack: int = 0) -> JitImage:
@@ -308,19 +240,51 @@ def test_descriptor_not_at_a_call_is_an_internal_error() -> None:
 # ---------------------------------------------------------------- errors
 
 
+UNSUPPORTED = [
+    (Insn(0xBF, 1, 2, 1, 1), "0xbf"),  # ALU64 MOV X off 1: arena address-space cast
+    (Insn(0xBF, 1, 2, -1, 0), "0xbf"),  # ALU64 MOV X off -1: percpu address
+    (Insn(0xB7, 1, 0, 8, 1), "0xb7"),  # MOV K with an off
+    (Insn(0xBC, 0, 1, 32), "0xbc"),  # ALU32 movsx from 32 bits does not exist
+    (Insn(0x3F, 0, 1, 2), "0x3f"),  # DIV with off 2
+    (Insn(0x9C, 0, 1, -1), "0x9c"),  # MOD with off -1
+    (Insn(0xD4, 0, 0, 0, 8), "0xd4"),  # END with width 8
+    (Insn(0xDF, 0, 0, 0, 16), "0xdf"),  # ALU64 END X
+    (Insn(0x8F, 0, 1), "0x8f"),  # NEG X
+    (Insn(0x99, 0, 1, 0), "0x99"),  # LDX MEMSX DW
+    (Insn(0xD3, 10, 1, -8, 0), "0xd3"),  # atomic B
+    (Insn(0xDB, 10, 1, -8, 0x02), "0xdb"),  # atomic DW with an unknown op
+    (Insn(0xDB, 10, 1, -8, 0x100), "0xdb"),  # load-acquire: newer than ISA v4
+    (Insn(0xDA, 10, 0, -8, 0), "0xda"),  # ST with the atomic/nospec mode and DW size
+    (Insn(0x86, 0, 0, 0, 1), "0x86"),  # JMP32 CALL
+    (Insn(0x96), "0x96"),  # JMP32 EXIT
+    (Insn(0xF5), "0xf5"),  # tail call (kernel-internal)
+    (Insn(0x8D, 1, 0, 0, 0), "0x8d"),  # callx: the kernel has no indirect call
+    (Insn(0x9D), "0x9d"),  # EXIT with the X bit
+    (Insn(0x0D, 0, 0, 0, 0), "0x0d"),  # JA with the X bit
+]
+
+
+@pytest.mark.parametrize(("insn", "code"), UNSUPPORTED, ids=[f"{c}-{i.off}-{i.imm}" for i, c in UNSUPPORTED])
+def test_unsupported_insns_name_the_insn(insn: Insn, code: str) -> None:
+    with pytest.raises(JitError, match=rf"bpf_jit: unsupported insn \({code}\) at main\+1$"):
+        jit_program(make_vp([("main", [mov64_imm(0, 0), insn, exit_insn()])]), {})
+
+
 @pytest.mark.parametrize(
-    ("insns", "message"),
+    ("insns", "helpers", "message"),
     [
-        ([Insn(BPF_ALU64 | BPF_DIV | BPF_K, 0, 0, 0, 3)], r"bpf_jit: unsupported insn \(0x37\) at main\+0"),
-        ([mov64_imm(0, 0), Insn(0xFF)], r"bpf_jit: unsupported insn \(0xff\) at main\+1"),
-        ([call_helper(1)], r"helper calls are not supported yet \(call 1\) at main\+0"),
-        ([call_kfunc(99)], r"no stub address for kfunc btf_id 99 at main\+0"),
-        ([call_pseudo(5)], r"call target 6 is not a subprog start at main\+0"),
+        ([mov64_imm(0, 0), Insn(0xFF)], None, r"bpf_jit: unsupported insn \(0xff\) at main\+1"),
+        ([call_helper(1)], None, r"helper calls are not supported yet \(call 1\) at main\+0"),
+        ([call_helper(1)], {2: stub_address(0)}, r"no stub address for helper 1 at main\+0"),
+        ([call_kfunc(99)], None, r"no stub address for kfunc btf_id 99 at main\+0"),
+        ([call_pseudo(5)], None, r"call target 6 is not a subprog start at main\+0"),
+        ([Insn(0x20, 0, 0, 0, 4)], None, r"legacy LD_ABS/LD_IND \(0x20\) at main\+0 is not supported"),
+        ([Insn(0x48, 0, 1, 0, 4)], None, r"legacy LD_ABS/LD_IND \(0x48\) at main\+0 is not supported"),
     ],
 )
-def test_errors_name_the_insn(insns: list[Insn], message: str) -> None:
+def test_errors_name_the_insn(insns: list[Insn], helpers: dict[int, int] | None, message: str) -> None:
     with pytest.raises(JitError, match=message) as err:
-        jit_program(make_vp([("main", [*insns, exit_insn()])]), {})
+        jit_program(make_vp([("main", [*insns, exit_insn()])]), {}, helper_addrs=helpers)
     assert isinstance(err.value, BpfUnwindError)
 
 
@@ -346,243 +310,3 @@ def test_listing_marks_descriptors_and_names_targets() -> None:
     assert "# sub" in text and "# kfunc stub 9" in text
     assert "pushq %rbp" in text and "leave" in text
     assert sum(line.startswith("; ") for line in text.splitlines()) == len(jp.verified.insns) - 1  # ld_imm64
-
-
-# ---------------------------------------------------------------- Unicorn smoke runs
-
-
-def run(jp: JitProgram, regs: dict[int, int], stubs: dict[int, bytes] | None = None, ctx: bytes = b"") -> Uc:
-    uc = Uc(UC_ARCH_X86, UC_MODE_64)
-    for img in jp.images:
-        uc.mem_map(img.address, -(-len(img.code) // PAGE) * PAGE, UC_PROT_READ | UC_PROT_EXEC)
-        uc.mem_write(img.address, img.code)
-    uc.mem_map(HOST_STUB_BASE, PAGE)
-    uc.mem_write(HOST_STUB_BASE, b"\xf4")  # hlt: the main image returns here
-    uc.mem_map(STUB_BASE, STUB_REGION_SIZE)
-    for addr, code in (stubs or {}).items():
-        uc.mem_write(addr, code)
-    uc.mem_map(STACK_BASE, STACK_SIZE)
-    uc.mem_map(CTX_BASE, CTX_SIZE)
-    uc.mem_write(CTX_BASE, ctx)
-    uc.mem_write(STACK_TOP - 8, struct.pack("<Q", HOST_STUB_BASE))
-    uc.reg_write(X.UC_X86_REG_RSP, STACK_TOP - 8)
-    for reg, value in regs.items():
-        uc.reg_write(reg, value)
-    uc.emu_start(jp.main.address, 0, count=1_000_000)
-    assert uc.reg_read(X.UC_X86_REG_RIP) == HOST_STUB_BASE + 1, "did not return to the host stub"
-    assert uc.reg_read(X.UC_X86_REG_RSP) == STACK_TOP
-    return uc
-
-
-def sx(value: int, bits: int) -> int:
-    value &= (1 << bits) - 1
-    return value - (1 << bits) if value >> (bits - 1) else value
-
-
-def ref_alu(regs: list[int], insn: Insn) -> None:
-    is64 = insn.cls == BPF_ALU64
-    bits = 64 if is64 else 32
-    mask = (1 << bits) - 1
-    dst = regs[insn.dst] & mask
-    src = (regs[insn.src] if insn.uses_reg_src else sx(insn.imm, 32)) & mask
-    op = insn.op
-    results = {
-        BPF_MOV: src,
-        BPF_ADD: dst + src,
-        BPF_SUB: dst - src,
-        BPF_MUL: dst * src,
-        BPF_AND: dst & src,
-        BPF_OR: dst | src,
-        BPF_XOR: dst ^ src,
-        BPF_NEG: -dst,
-        BPF_LSH: dst << (src & (bits - 1)),
-        BPF_RSH: dst >> (src & (bits - 1)),
-        BPF_ARSH: sx(dst, bits) >> (src & (bits - 1)),
-    }
-    regs[insn.dst] = results[op] & mask
-
-
-SIZES = {BPF_B: 1, BPF_H: 2, BPF_W: 4, BPF_DW: 8}
-COND = {
-    BPF_JEQ: lambda a, b, n: a == b,
-    BPF_JNE: lambda a, b, n: a != b,
-    BPF_JSET: lambda a, b, n: bool(a & b),
-    BPF_JGT: lambda a, b, n: a > b,
-    BPF_JGE: lambda a, b, n: a >= b,
-    BPF_JLT: lambda a, b, n: a < b,
-    BPF_JLE: lambda a, b, n: a <= b,
-    BPF_JSGT: lambda a, b, n: sx(a, n) > sx(b, n),
-    BPF_JSGE: lambda a, b, n: sx(a, n) >= sx(b, n),
-    BPF_JSLT: lambda a, b, n: sx(a, n) < sx(b, n),
-    BPF_JSLE: lambda a, b, n: sx(a, n) <= sx(b, n),
-}
-
-
-def interpret(insns: list[Insn], regs: list[int], mem: dict[str, bytearray], fp: int) -> int:
-    """Reference semantics of the lowered subset; memory through r1 (ctx) or r10 (stack)."""
-    pc = 0
-    while True:
-        insn = insns[pc]
-        pc += 1
-        if insn.cls in (BPF_ALU, BPF_ALU64):
-            ref_alu(regs, insn)
-        elif insn.is_ld_imm64():
-            regs[insn.dst] = (insns[pc].imm & 0xFFFFFFFF) << 32 | (insn.imm & 0xFFFFFFFF)
-            pc += 1
-        elif insn.cls in (1, 2, 3):  # LDX, ST, STX
-            base = insn.src if insn.cls == 1 else insn.dst
-            buf, off = (mem["ctx"], insn.off) if base == 1 else (mem["stack"], fp + insn.off)
-            size = SIZES[insn.size]
-            if insn.cls == 1:
-                regs[insn.dst] = int.from_bytes(buf[off : off + size], "little")
-            else:
-                value = sx(insn.imm, 32) if insn.cls == 2 else regs[insn.src]
-                buf[off : off + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
-        elif insn.is_exit():
-            return regs[0]
-        elif insn.is_jump():
-            if insn.op == 0:
-                pc += insn.jump_offset()
-                continue
-            n = 64 if insn.cls == BPF_JMP else 32
-            mask = (1 << n) - 1
-            b = regs[insn.src] if insn.uses_reg_src else sx(insn.imm, 32)
-            if COND[insn.op](regs[insn.dst] & mask, b & mask, n):
-                pc += insn.off
-        else:
-            raise AssertionError(f"unexpected {insn}")
-
-
-ALU_OPS = [BPF_ADD, BPF_SUB, BPF_MUL, BPF_AND, BPF_OR, BPF_XOR, BPF_LSH, BPF_RSH, BPF_ARSH, BPF_MOV, BPF_NEG]
-X86_ARGS = [X.UC_X86_REG_RDI, X.UC_X86_REG_RSI, X.UC_X86_REG_RDX, X.UC_X86_REG_RCX, X.UC_X86_REG_R8]
-WRITABLE = [0, 2, 3, 4, 5, 6, 7, 8, 9]  # r1 stays the ctx pointer, r10 the frame pointer
-
-
-def random_insn(rng: random.Random, left: int) -> Insn:
-    roll = rng.random()
-    dst, src = rng.choice(WRITABLE), rng.choice(range(10))
-    cls = rng.choice([BPF_ALU, BPF_ALU64])
-    if roll < 0.5:
-        op = rng.choice(ALU_OPS)
-        if op == BPF_NEG:
-            return Insn(cls | op, dst)
-        if rng.random() < 0.5:
-            return Insn(cls | op | BPF_X, dst, src)
-        imm = (
-            rng.randrange(64 if cls == BPF_ALU64 else 32)
-            if op in (BPF_LSH, BPF_RSH, BPF_ARSH)
-            else rng.choice(
-                [0, 1, -1, 5, 127, 128, -129, 0x1000, 0x7FFFFFFF, -0x80000000, rng.randrange(-(2**31), 2**31)]
-            )
-        )
-        return Insn(cls | op | BPF_K, dst, 0, 0, imm)
-    if roll < 0.7:
-        size = rng.choice(list(SIZES))
-        base, off = rng.choice([(1, rng.randrange(0, 200)), (10, -rng.randrange(88, 500))])
-        kind = rng.randrange(3)
-        if kind == 0:
-            return ldx_mem(size, dst, base, off)
-        if kind == 1:
-            return stx_mem(size, base, src, off)
-        return st_mem(size, base, off, rng.randrange(-(2**31), 2**31))
-    op = rng.choice(list(COND))
-    jcls = rng.choice([BPF_JMP, BPF_JMP32])
-    off = min(left, rng.choice([0, 1, 2, 3, rng.randint(0, left)]))  # mostly short hops
-    if rng.random() < 0.5:
-        return Insn(jcls | op | BPF_X, rng.choice(range(10)), src, off)
-    return Insn(
-        jcls | op | BPF_K,
-        rng.choice(range(10)),
-        0,
-        off,
-        rng.choice([0, 1, -1, 200, rng.randrange(-999, 999)]),
-    )
-
-
-@pytest.mark.parametrize("seed", range(30))
-def test_random_programs_compute_what_bpf_says(seed: int) -> None:
-    rng = random.Random(seed)
-    init = [rng.getrandbits(64) for _ in range(10)]
-    prologue: list[Insn] = []
-    for r in WRITABLE:
-        prologue += ld_imm64(r, init[r] if rng.random() < 0.8 else rng.randrange(-(2**31), 2**32))
-    n = rng.randint(20, 120)
-    body = [random_insn(rng, n - k) for k in range(n)]
-    dump = [stx_mem(BPF_DW, 10, r, -8 * (r + 1)) for r in range(10)]
-    insns = [*prologue, *body, *dump, exit_insn()]
-    ctx = bytes(rng.getrandbits(8) for _ in range(256))
-    jp = jit_program(make_vp([("main", insns)], stack=512), {})
-    uc = run(jp, {X.UC_X86_REG_RDI: CTX_BASE}, ctx=ctx)
-
-    fp = STACK_TOP - 16  # rbp of main: below the return address and the saved rbp
-    stack = bytearray(uc.mem_read(fp - 512, 512))
-    regs = [0] * 11
-    regs[1], regs[10] = CTX_BASE, fp
-    mem = {"ctx": bytearray(ctx), "stack": bytearray(512)}  # fresh guest memory is zero
-    expected = interpret(insns, regs, mem, 512)
-    assert uc.reg_read(X.UC_X86_REG_RAX) == expected
-    assert bytes(uc.mem_read(CTX_BASE, 256)) == bytes(mem["ctx"])
-    assert stack == mem["stack"]
-
-
-def test_bpf2bpf_call_preserves_callee_saved_registers() -> None:
-    main = [
-        mov64_imm(6, 1000),
-        mov64_imm(1, 5),
-        mov64_imm(2, 7),
-        call_pseudo(2),
-        alu64_reg(BPF_ADD, 0, 6),
-        exit_insn(),
-    ]
-    sub = [mov64_reg(6, 1), Insn(BPF_ALU64 | BPF_MUL | BPF_X, 6, 2), mov64_reg(0, 6), exit_insn()]
-    jp = jit_program(make_vp([("main", main), ("sub", sub)]), {})
-    uc = run(jp, {X.UC_X86_REG_RBX: 0x5A5A})
-    assert uc.reg_read(X.UC_X86_REG_RAX) == 1035
-    assert uc.reg_read(X.UC_X86_REG_RBX) == 0x5A5A  # restored by main's epilogue
-
-
-def test_kfunc_call_reaches_its_stub() -> None:
-    stub = stub_address(2)
-    jp = jit_program(
-        make_vp([("main", [mov64_imm(1, 40), mov64_imm(2, 2), call_kfunc(5), exit_insn()])]), {5: stub}
-    )
-    uc = run(jp, {}, stubs={stub: bytes.fromhex("488d0437c3")})  # lea rax, [rdi + rsi]; ret
-    assert uc.reg_read(X.UC_X86_REG_RAX) == 42
-
-
-def test_exception_callback_returns_to_the_main_programs_caller() -> None:
-    """A fake bpf_throw stub clobbers the callee-saved registers, then enters the default
-    callback with rsi = main's sp at the call and rdx = main's fp, like the kernel: the
-    callback restores rbx/r12-r15 from main's frame and returns its r1 to the host."""
-    main = [
-        mov64_imm(6, 1),
-        mov64_imm(7, 2),
-        mov64_imm(8, 3),
-        mov64_imm(9, 4),
-        mov64_imm(1, 42),
-        call_kfunc(1),
-        mov64_imm(0, 0),
-        exit_insn(),
-    ]
-    cb = [mov64_reg(0, 1), exit_insn()]
-    vp = make_vp([("main", main), ("exception_cb", cb)], stack=8, boundary=True, exception_cb=1)
-    stub = stub_address(1)
-    jp = jit_program(vp, {1: stub})
-    ks = keystone.Ks(keystone.KS_ARCH_X86, keystone.KS_MODE_64)
-    asm = (
-        "lea rsi, [rsp + 8]; mov rdx, rbp; mov rbx, 0xdead; mov r12, 0xdead; mov r13, 0xdead; "
-        f"mov r15, 0xdead; mov rbp, 0xdead; movabs rax, {jp.images[1].address:#x}; jmp rax"
-    )
-    code = bytes(ks.asm(asm)[0])
-    saved = {
-        X.UC_X86_REG_RBX: 11,
-        X.UC_X86_REG_R12: 12,
-        X.UC_X86_REG_R13: 13,
-        X.UC_X86_REG_R14: 14,
-        X.UC_X86_REG_R15: 15,
-        X.UC_X86_REG_RBP: 0x77,
-    }
-    uc = run(jp, saved, stubs={stub: code})
-    assert uc.reg_read(X.UC_X86_REG_RAX) == 42
-    for reg, value in saved.items():
-        assert uc.reg_read(reg) == value
