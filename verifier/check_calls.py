@@ -34,6 +34,8 @@ def check_kfunc_call(env: Env, state: VerifierState, insn: Insn, idx: int) -> Kf
     proto = KFUNCS_BY_ID.get(insn.imm)
     if proto is None or insn.off != 0:
         env.reject(f"insn {idx}: kernel btf_id {insn.imm} is not a function")
+    if not proto.modelled:
+        env.reject(f"insn {idx}: kfunc {proto.name}#{proto.btf_id} is not supported by this verifier yet")
     regs = state.cur.regs
     release_id = 0
     struct = None

@@ -19,6 +19,9 @@ class KF(IntFlag):
     RELEASE = 1 << 1  # releases the referenced pointer passed as its release argument
     RET_NULL = 1 << 2  # return value may be NULL until checked
     THROW = 1 << 3  # never returns: unwinds to the exception callback
+    ITER_NEW = 1 << 4
+    ITER_NEXT = 1 << 5
+    ITER_DESTROY = 1 << 6
 
 
 class ArgKind(Enum):
@@ -26,11 +29,19 @@ class ArgKind(Enum):
     CONST_TYPE_ID = "local_type_id__k"  # known constant naming a program-local struct
     IGNORED = "__ign"  # not checked (the kernel's `__ign` suffix)
     ALLOC_OBJ = "p__alloc"  # PTR_TO_BTF_ID | MEM_ALLOC, non-NULL, referenced
+    PERCPU_OBJ = "p__alloc_percpu"  # PTR_TO_BTF_ID | MEM_ALLOC | MEM_PERCPU
+    ITER = "it"  # pointer to an iterator on the stack (struct bpf_iter_*)
+    RB_ROOT = "root"
+    RB_NODE = "node"
+    CALLBACK = "less"  # a subprog passed by address
 
 
 class RetKind(Enum):
     VOID = "void"
     ALLOC_OBJ = "alloc_obj"  # PTR_TO_BTF_ID | MEM_ALLOC of the struct named by arg 0
+    PERCPU_OBJ = "percpu_obj"
+    INT = "int"
+    MEM = "mem"  # e.g. `int *` of bpf_iter_num_next
 
 
 @dataclass(frozen=True)
@@ -40,13 +51,14 @@ class KfuncProto:
     args: tuple[ArgKind, ...]
     ret: RetKind
     flags: KF
+    modelled: bool = True  # False: the verifier rejects calls clearly (later issues model it)
 
     @property
     def release_arg(self) -> int | None:
         """0-based index of the argument a KF_RELEASE kfunc releases."""
         if not self.flags & KF.RELEASE:
             return None
-        return self.args.index(ArgKind.ALLOC_OBJ)
+        return next(i for i, a in enumerate(self.args) if a in (ArgKind.ALLOC_OBJ, ArgKind.PERCPU_OBJ))
 
 
 KFUNCS: tuple[KfuncProto, ...] = (
@@ -70,6 +82,59 @@ KFUNCS: tuple[KfuncProto, ...] = (
         args=(ArgKind.SCALAR,),
         ret=RetKind.VOID,
         flags=KF.THROW,
+    ),
+    # Used by the series' selftests; known by name (the loader resolves them) but not yet
+    # modelled by the verifier or the kernel model. Stub slots follow table order, so new
+    # entries are only ever appended.
+    KfuncProto(
+        "bpf_percpu_obj_new_impl",
+        btf_id=10004,
+        args=(ArgKind.CONST_TYPE_ID, ArgKind.IGNORED),
+        ret=RetKind.PERCPU_OBJ,
+        flags=KF.ACQUIRE | KF.RET_NULL,
+        modelled=False,
+    ),
+    KfuncProto(
+        "bpf_percpu_obj_drop_impl",
+        btf_id=10005,
+        args=(ArgKind.PERCPU_OBJ, ArgKind.IGNORED),
+        ret=RetKind.VOID,
+        flags=KF.RELEASE,
+        modelled=False,
+    ),
+    KfuncProto(
+        "bpf_iter_num_new",
+        btf_id=10006,
+        args=(ArgKind.ITER, ArgKind.SCALAR, ArgKind.SCALAR),
+        ret=RetKind.INT,
+        flags=KF.ITER_NEW,
+        modelled=False,
+    ),
+    KfuncProto(
+        "bpf_iter_num_next",
+        btf_id=10007,
+        args=(ArgKind.ITER,),
+        ret=RetKind.MEM,
+        flags=KF.ITER_NEXT | KF.RET_NULL,
+        modelled=False,
+    ),
+    KfuncProto(
+        "bpf_iter_num_destroy",
+        btf_id=10008,
+        args=(ArgKind.ITER,),
+        ret=RetKind.VOID,
+        flags=KF.ITER_DESTROY,
+        modelled=False,
+    ),
+    KfuncProto("bpf_rcu_read_lock", btf_id=10009, args=(), ret=RetKind.VOID, flags=KF.NONE, modelled=False),
+    KfuncProto("bpf_rcu_read_unlock", btf_id=10010, args=(), ret=RetKind.VOID, flags=KF.NONE, modelled=False),
+    KfuncProto(
+        "bpf_rbtree_add_impl",
+        btf_id=10011,
+        args=(ArgKind.RB_ROOT, ArgKind.RB_NODE, ArgKind.CALLBACK, ArgKind.IGNORED, ArgKind.SCALAR),
+        ret=RetKind.INT,
+        flags=KF.NONE,
+        modelled=False,
     ),
 )
 
