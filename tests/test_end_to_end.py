@@ -153,3 +153,29 @@ def test_repeated_runs_on_one_machine_start_from_a_clean_kernel_state():
     assert [o.address for o in first.ledger.objects] == [o.address for o in second.ledger.objects]
     assert second.counters["kfunc_calls.bpf_obj_new_impl"] == 4
     assert second.counters["unwind_us"] > 0
+
+
+PROGS = Path(__file__).parent / "progs"
+
+
+def test_run_a_program_of_a_clang_object(capsys):
+    obj = str(PROGS / "basic.o")
+    code, out, err = run_cli(capsys, "run", obj, "--prog", "basic_throw_releases_obj", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["threw"] and doc["retval"] == 0xEB9F
+    assert doc["released_by_unwind"] == 1 and doc["leaked"] == 0
+
+
+def test_disasm_of_a_truncated_object_is_one_line_exit_2(tmp_path, capsys):
+    bad = tmp_path / "trunc.o"
+    bad.write_bytes((PROGS / "basic.o").read_bytes()[:300])
+    code, out, err = run_cli(capsys, "disasm", str(bad))
+    assert code == 2
+    assert err.startswith("bpf-unwind: error:") and str(bad) in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_prog_option_is_refused_for_text_assembly(capsys):
+    code, _, err = run_cli(capsys, "verify", str(DEMO), "--prog", "main")
+    assert code == 2 and "--prog" in err

@@ -13,21 +13,27 @@ import traceback
 from collections.abc import Sequence
 
 from jit.listing import listing
-from unwind import pipeline, report
-from verifier.errors import BpfUnwindError, VerifierError
+from unwind import objcmd, pipeline, report
+from verifier.errors import BpfUnwindError, LoadError, VerifierError
 from verifier.program import Program
 
 EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
 
-def _load(path: str) -> Program:
+def _load(args: argparse.Namespace) -> Program:
+    """A text-assembly file, stdin (`-`), or one program of a clang-built ELF object."""
+    path, prog = args.file, getattr(args, "prog", None)
     if path == "-":
         return pipeline.load_text(sys.stdin.read(), "<stdin>")
+    if objcmd.is_elf_file(path):
+        return objcmd.load_program(path, prog)
+    if prog is not None:
+        raise LoadError(f"{path}: --prog selects a program of an ELF object; this is text assembly")
     return pipeline.load_file(path)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    prog = _load(args.file)
+    prog = _load(args)
     try:
         vp = pipeline.verify(prog, log_level=args.log_level)
     except VerifierError as err:
@@ -43,7 +49,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_jit(args: argparse.Namespace) -> int:
-    vp = pipeline.verify(_load(args.file), log_level=0)
+    vp = pipeline.verify(_load(args), log_level=0)
     print(listing(pipeline.jit(vp)))
     return EXIT_OK
 
@@ -57,7 +63,7 @@ def _run_and_report(prog: Program, as_json: bool) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _run_and_report(_load(args.file), args.json)
+    return _run_and_report(_load(args), args.json)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -78,16 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     v = sub.add_parser("verify", help="verify a program: kernel-style log and frame descriptors")
-    v.add_argument("file", help="text assembly (.s), or - for stdin")
+    v.add_argument("file", help="text assembly (.s), a BPF ELF object (.o), or - for stdin")
+    v.add_argument("--prog", help="program (function name) of an ELF object")
     v.add_argument("--log-level", type=int, choices=(1, 2), default=1)
     v.set_defaults(func=cmd_verify)
 
     j = sub.add_parser("jit", help="x86-64 listing of every image, frame-descriptor keys marked")
     j.add_argument("file")
+    j.add_argument("--prog", help="program (function name) of an ELF object")
     j.set_defaults(func=cmd_jit)
 
     r = sub.add_parser("run", help="verify, JIT and run in Unicorn; show the unwind and the ledger")
     r.add_argument("file")
+    r.add_argument("--prog", help="program (function name) of an ELF object")
     r.add_argument("--json", action="store_true", help="one JSON object instead of text")
     r.set_defaults(func=cmd_run)
 
@@ -95,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true")
     d.add_argument("--source", action="store_true", help="print the demo program and stop")
     d.set_defaults(func=cmd_demo)
+
+    objcmd.register(sub)
     return p
 
 
