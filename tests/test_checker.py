@@ -359,3 +359,14 @@ def test_pruning_happens_and_stats_are_counted():
     assert res.stats["insn_processed"] < 200
     assert res.stats["total_states"] > 0
     assert any(line.endswith(": safe") for line in res.log)
+
+
+def test_static_subprog_may_leave_r0_unset_when_the_caller_ignores_it():
+    # clang drops return values of static functions nobody uses; prepare_func_exit passes
+    # the callee's R0 through as it is.
+    check(assemble("main:\n\tcall f\n\tr0 = 0\n\texit\nf:\n\tr1 = 1\n\texit\n", "t.s"))
+
+
+def test_caller_reading_an_unset_r0_of_a_static_subprog_is_rejected():
+    with pytest.raises(VerifierError, match="R0 !read_ok"):
+        check(assemble("main:\n\tcall f\n\texit\nf:\n\tr1 = 1\n\texit\n", "t.s"))

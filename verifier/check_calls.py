@@ -137,13 +137,17 @@ def process_exit(env: Env, state: VerifierState) -> int | None:
     """BPF_EXIT: returns the insn to continue at (callsite + 1), or None at the end of the
     path. Order as process_bpf_exit_full: leak check first, then the frame exit."""
     check_reference_leak(env, state, exception_exit=False)
-    r0 = check_reg_read(env, state, 0)
     if state.curframe > 0:
+        # prepare_func_exit: a static subprog's R0 goes to the caller as it is, even
+        # NOT_INIT (clang drops return values callers never use); reading it is checked
+        # where the caller reads it.
+        r0 = state.cur.regs[0]
         if base_type(r0.type) == PTR_TO_STACK and r0.frameno == state.curframe:
             env.reject("cannot return stack pointer to the caller frame")
         callee = state.frames.pop()
         state.cur.regs[0] = r0.copy()
         return callee.callsite + 1
+    r0 = check_reg_read(env, state, 0)
     sub = state.cur.subprogno
     if sub != 0 and not env.subprogs[sub].is_exception_cb:
         if r0.type != SCALAR_VALUE:
