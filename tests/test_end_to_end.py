@@ -179,3 +179,14 @@ def test_disasm_of_a_truncated_object_is_one_line_exit_2(tmp_path, capsys):
 def test_prog_option_is_refused_for_text_assembly(capsys):
     code, _, err = run_cli(capsys, "verify", str(DEMO), "--prog", "main")
     assert code == 2 and "--prog" in err
+
+
+CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "tests"
+
+
+@pytest.mark.parametrize("engine", ["jit", "interp"])
+def test_conformance_command_closing_line(capsys, engine):
+    files = [str(CONFORMANCE / n) for n in ("add.data", "div64-by-zero-reg.data", "callx.data")]
+    code, out, _ = run_cli(capsys, "conformance", "--engine", engine, *files)
+    assert code == 0
+    assert out.rstrip().splitlines()[-1] == "2 passed, 0 failed, 1 skipped"

@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Sequence
 
 from jit.listing import listing
-from unwind import objcmd, pipeline, report
+from unwind import conformance, objcmd, pipeline, report
 from verifier.errors import BpfUnwindError, LoadError, VerifierError
 from verifier.program import Program
 
@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     objcmd.register(sub)
+    conformance.register(sub)
     return p
 
 
