@@ -6,7 +6,7 @@ size; every atomic (add/and/or/xor with and without fetch, xchg, cmpxchg) reads 
 through the `Core`, 32-bit results are zero-extended and cmpxchg compares the low 32 bits
 of r0. Jumps: JMP compares 64-bit values (a K operand is the imm sign-extended), JMP32 the
 low 32 bits; gotol (JMP32 JA) keeps its offset in imm. Calls and exit are delegated to the
-`Core` (frames, helpers, kfuncs and bpf_throw live in jit.interp); a negative next pc ends
+`Core` (frames and the helper/kfunc stubs live in jit.interp); a negative next pc ends
 the run."""
 
 from __future__ import annotations

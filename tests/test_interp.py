@@ -1,24 +1,20 @@
-"""jit.interp: exact ISA v4 semantics (checked on both engines where the result is r0),
-the interpreter's own edge cases without the verifier's guards, calls and frames, the
-budget, faults, the object kfuncs and bpf_throw against the JIT run of the same program."""
+"""jit.interp as a pure engine: exact ISA v4 semantics (checked on both engines where the
+result is r0), the interpreter's own edge cases without the verifier's guards, calls and
+frames, the budget, faults, and the stub interface (arguments, void stubs, `Transfer`).
+The kernel model behind it (object kfuncs, bpf_throw) is tested in tests/test_engines.py."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from jit.interp import FRAME_SIZE, Interp, InterpError, interp_run
-from jit.layout import CTX_BASE, HEAP_BASE, STACK_TOP
-from unwind import pipeline
+from jit.interp import FRAME_SIZE, Interp, InterpError, Transfer, interp_run
+from jit.layout import STACK_TOP
 from unwind.conformance import build_asm, run_interp, run_jit
-from unwind.runner import default_ctx
 from verifier.asm_ubpf import assemble_ubpf
 from verifier.insn import BPF_REG_0, Insn, exit_insn, mov64_imm
 from verifier.program import FdTab, Subprog, VerifiedProgram
 
 ENGINES = {"interp": run_interp, "jit": run_jit}
-E2E = Path(__file__).parent / "e2e"
 
 
 def asm(text: str) -> list[Insn]:
@@ -166,30 +162,46 @@ def test_budget_is_counted():
     assert it.steps == 2 + 3 * 10 + 1
 
 
-def test_obj_new_and_drop():
-    # r1 = size, r2 = type id as the fixups pass them; call runtime = kfunc by BTF id
-    text = "mov %r1, 16\nmov %r2, 1\ncall runtime 10001\nmov %r6, %r0\nstdw [%r0+8], 5\n" \
-           "mov %r1, %r6\ncall runtime 10002\nmov %r0, %r6\nexit"
-    it = Interp(raw_vp(asm(text)))
-    assert it.run() == HEAP_BASE
-    assert it.mem.load(HEAP_BASE + 8, 8) == 5
-    assert [(o.size, o.type_id, o.freed_by) for o in it.heap.objects] == [(16, 1, "bpf_obj_drop")]
-    assert not it.heap.leaked()
+def test_unmodelled_kfunc_is_one_line():
+    msg = "kfunc with BTF id 10001 is not modelled in subprog 'main' at insn 0"
+    with pytest.raises(InterpError, match=msg):
+        interp_run(raw_vp(asm("call runtime 10001\nexit")))
 
 
-@pytest.mark.parametrize("name", ["demo", "four_frames.s", "no_throw.s"])
-def test_verified_programs_match_the_jit_run(name):
-    """The series' programs: same r0, throw, cookie and object fates as the JIT + unwinder."""
-    if name == "demo":
-        built = pipeline.build_text(pipeline.demo_source(), "demo.s")
-    else:
-        built = pipeline.build(pipeline.load_file(E2E / name))
-    result = built.run()
-    it = Interp(built.verified)
-    it.mem.write(CTX_BASE, default_ctx())
-    assert it.run(CTX_BASE) == result.retval
-    assert (it.threw, it.cookie) == (result.threw, result.cookie)
-    jit_fates = [(o.address, o.freed_by) for o in result.ledger.objects]
-    assert [(o.address, o.freed_by) for o in it.heap.objects] == jit_fates
-    jit_descs = [f.desc_pc for f in result.frames]
-    assert [s.desc_pc for s in it.unwound] == jit_descs
+def test_stubs_get_the_interpreter_and_the_call_site():
+    seen: list[tuple[int, int, int]] = []
+
+    def stub(it: Interp) -> int:
+        seen.append((it.pc, it.regs[1], len(it.frames)))
+        return it.regs[1] * 2
+
+    vp = build_asm("call local f\nexit\nf:\nmov %r1, 21\ncall 5\nexit")
+    assert interp_run(vp, helpers={5: stub}) == 42
+    assert seen == [(3, 21, 1)]
+    # None: a void stub leaves r0 alone
+    assert interp_run(build_asm("mov %r0, 9\ncall 5\nexit"), helpers={5: lambda it: None}) == 9
+
+
+def test_a_stub_that_does_not_return_transfers_control():
+    """Transfer(pc, regs, depth): frames above `depth` dropped, regs set, R10 of that frame."""
+    text = "mov %r6, 6\ncall local f\nmov %r0, 1\nexit\n" \
+           "f:\ncall local g\nexit\n" \
+           "g:\ncall runtime 77\nexit\n" \
+           "h:\nmov %r0, %r10\nadd %r0, %r1\nadd %r0, %r6\nexit"
+    insns = asm(text)
+    h = next(i for i in range(len(insns)) if insns[i].code == 0xBF and insns[i].src == 10)
+
+    def throw(it: Interp) -> None:
+        assert [f.call_pc for f in it.frames] == [1, 4]
+        raise Transfer(h, {1: 100}, depth=0)
+
+    vp = raw_vp(insns)
+    it = Interp(vp, kfuncs={77: throw})
+    assert it.run() == STACK_TOP + 100 + 6  # main's R10, the given R1, R6 as it was
+    assert not it.frames
+
+    def bad(it: Interp) -> None:
+        raise Transfer(h, {10: 0})
+
+    with pytest.raises(InterpError, match=r"sets registers \[10\]"):
+        Interp(vp, kfuncs={77: bad}).run()

@@ -14,7 +14,8 @@ files are rejected by the same code that guards ELF/raw input.
 Engines: `jit` compiles with `jit_program` (kfunc stubs from the kernel model, helper 5
 bound to a stub that returns r1, as uBPF and rbpf do) and runs main on a `Machine` with
 r1 = CTX_BASE (where the memory is written) and r2 = its length; `interp` runs the
-reference interpreter (jit.interp) with the same layout and helper.
+reference interpreter (jit.interp) with the same layout and helper and no kfunc stubs (the
+suite calls none; whole runs with the kernel model are unwind.interp_kernel.run_interp).
 
 Outcome of one file: PASS, FAIL (one report line: file, expected, actual or error) or SKIP
 with a reason (no result/error section, unknown directive, callx: the kernel has none). An

@@ -1,0 +1,234 @@
+"""The kernel model behind the reference interpreter (jit.interp): the object kfuncs over
+the interpreter's heap, bpf_throw over its frame records, and `run_interp`, a whole run of
+a `VerifiedProgram` returning the same `RunResult` as the JIT runner (unwind.runner).
+
+It is unwind.kernel + unwind.unwinder for the other engine, recording into the same
+`unwind.ledger.Ledger` and producing the same `UnwoundFrame` / `Released` trace:
+
+- bpf_obj_new_impl: bump allocation from HEAP_BASE in 8-byte steps, never reused (so new
+  objects are zeroed), NULL when the heap is exhausted; the same addresses as the JIT run.
+- bpf_obj_drop_impl: frees through the ledger (a bad free is a double-free record);
+  dropping NULL is a `KernelError`.
+- bpf_throw: walks the interpreter's frames innermost first (the throwing frame, then the
+  suspended callers in `interp.frames`), each at the insn pc of its call. Hidden subprogs
+  (the throw trampoline) and subprogs without descriptors need no cleanup; otherwise the
+  descriptor keyed by the call pc is required. Stack entries are read at fp+off, R6-R9
+  entries take the value the frame had at its call (the interpreter saves them, no
+  prologue pushes to recover); MEM_ALLOC objects are freed "by unwind". Then control moves
+  to the exception callback on main's frame with R1 = cookie (`jit.interp.Transfer`).
+  An `UnwoundFrame` of this engine counts in insns: ip = the return pc (call pc + 1),
+  ret_offset = ip - subprog start, sp = bp = the frame's R10.
+- every other kfunc of verifier.kfuncs.KFUNCS is a named "not modelled" `KernelError`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from jit.interp import DEFAULT_BUDGET, Interp, StubFn, Transfer
+from jit.interp_alu import M64
+from jit.layout import CTX_BASE, CTX_SIZE, HEAP_BASE, HEAP_SIZE
+from unwind.kernel import KernelError
+from unwind.ledger import FREED_BY_DROP, FREED_BY_UNWIND, Ledger
+from unwind.result import Released, RunResult, UnwoundFrame
+from unwind.runner import default_ctx
+from unwind.unwinder import UnwindError
+from verifier.kfuncs import KFUNCS
+from verifier.program import FdEntry, FrameDesc, SpillType, VerifiedProgram
+from verifier.regtypes import (
+    MEM_ALLOC,
+    NOT_INIT,
+    PTR_TO_BTF_ID,
+    SCALAR_VALUE,
+    TypeFlag,
+    base_type,
+    reg_type_str,
+)
+
+_MEM_PERCPU = int(TypeFlag.MEM_PERCPU)
+_NO_CLEANUP = (NOT_INIT, SCALAR_VALUE)
+_RELEASABLE = (SpillType.STACK_SPILL, SpillType.STACK_INVALID)
+
+__all__ = ["InterpKernel", "run_interp"]
+
+
+class InterpKernel:
+    """The kernel-side state of interpreter runs of one program: `stubs()` are the kfunc
+    stubs to give `Interp`; `reset` starts a new run (new ledger, empty heap)."""
+
+    def __init__(self, vp: VerifiedProgram, ledger: Ledger | None = None) -> None:
+        self.vp = vp
+        self.prog = vp.name
+        self._struct_names = {st.type_id: st.name for st in vp.structs.values()}
+        self.kfunc_calls: dict[str, int] = {}
+        self.reset(Ledger() if ledger is None else ledger)
+
+    def reset(self, ledger: Ledger) -> None:
+        """Forget the previous run (the next one allocates from HEAP_BASE again: give it a
+        fresh interpreter memory, `Interp.reset_memory()`, so new objects read as zeroed)."""
+        self.ledger = ledger
+        self.heap_next = HEAP_BASE
+        self.threw = False
+        self.cookie: int | None = None
+        self.frames: list[UnwoundFrame] = []
+        self.unwind_us = 0.0
+        self.kfunc_calls = {proto.name: 0 for proto in KFUNCS}
+
+    def stubs(self) -> dict[int, StubFn]:
+        """kfunc BTF id -> stub, for every kfunc the verifier knows."""
+        impls: dict[str, StubFn] = {
+            "bpf_obj_new_impl": self._obj_new,
+            "bpf_obj_drop_impl": self._obj_drop,
+            "bpf_throw": self._throw,
+        }
+        return {
+            p.btf_id: self._counted(p.name, impls.get(p.name, self._unimplemented(p.name))) for p in KFUNCS
+        }
+
+    def _counted(self, name: str, impl: StubFn) -> StubFn:
+        def stub(it: Interp) -> int | None:
+            self.kfunc_calls[name] += 1
+            return impl(it)
+
+        return stub
+
+    def _unimplemented(self, name: str) -> StubFn:
+        def stub(it: Interp) -> int | None:
+            raise KernelError(
+                f"prog '{self.prog}': kfunc '{name}' is not modelled (called at {self._site(it)})"
+            )
+
+        return stub
+
+    def _site(self, it: Interp) -> str:
+        return f"subprog '{self.vp.subprogs[it.sub_of[it.pc]].name}' insn {it.pc}"
+
+    # -- object kfuncs ---------------------------------------------------------------------
+
+    def _obj_new(self, it: Interp) -> int:
+        size, type_id = it.regs[1], it.regs[2]
+        rounded = (max(size, 1) + 7) & ~7
+        if size > HEAP_SIZE or self.heap_next + rounded > HEAP_BASE + HEAP_SIZE:
+            return 0  # heap exhausted: bpf_obj_new returns NULL
+        address = self.heap_next
+        self.heap_next += rounded  # bump allocator: memory is never reused, so still zeroed
+        type_name = self._struct_names.get(type_id, f"type#{type_id}")
+        self.ledger.alloc(address, size, type_name, it.pc, self._site(it))
+        return address
+
+    def _obj_drop(self, it: Interp) -> None:
+        ptr = it.regs[1]
+        if ptr == 0:
+            raise KernelError(f"prog '{self.prog}': bpf_obj_drop_impl(NULL) at {self._site(it)}")
+        self.ledger.free(ptr, FREED_BY_DROP, self._site(it))
+        return None
+
+    # -- bpf_throw ---------------------------------------------------------------------------
+
+    def _err(self, msg: str) -> UnwindError:
+        return UnwindError(f"prog '{self.prog}': bpf_throw: {msg}")
+
+    def _throw(self, it: Interp) -> None:
+        if self.threw:
+            raise UnwindError(f"prog '{self.prog}': bpf_throw called again after an exception")
+        vp = self.vp
+        if vp.exception_cb is None:
+            raise self._err("program has no exception callback")
+        regs = it.regs
+        cookie = regs[1]
+        self.threw, self.cookie = True, cookie
+        t0 = time.perf_counter()
+        chain = [(it.pc, (regs[6], regs[7], regs[8], regs[9]), regs[10])]
+        chain += [(f.call_pc, f.saved, f.fp) for f in reversed(it.frames)]
+        if it.sub_of[chain[-1][0]] != 0:
+            raise self._err("the outermost frame is not main")
+        if not vp.exception_boundary:
+            raise self._err(f"main subprog '{vp.subprogs[0].name}' is not an exception boundary")
+        self.frames = [self._frame(it, call_pc, saved, fp) for call_pc, saved, fp in chain]
+        self.unwind_us = (time.perf_counter() - t0) * 1e6
+        raise Transfer(vp.subprogs[vp.exception_cb].start, {1: cookie}, depth=0)
+
+    def _frame(self, it: Interp, call_pc: int, saved: tuple[int, int, int, int], fp: int) -> UnwoundFrame:
+        idx = it.sub_of[call_pc]
+        sp = self.vp.subprogs[idx]
+        frame = UnwoundFrame(
+            subprog=sp.name,
+            index=idx,
+            kind=sp.kind,
+            ip=call_pc + 1,
+            sp=fp,
+            bp=fp,
+            ret_offset=call_pc + 1 - sp.start,
+            desc_pc=None,
+            saved_regs=saved,
+        )
+        fdtab = self.vp.fdtabs[idx] if idx < len(self.vp.fdtabs) else None
+        if sp.hidden or fdtab is None or not len(fdtab):
+            return frame
+        desc = fdtab.find(call_pc)
+        if desc is None:
+            raise self._err(f"no frame descriptor for subprog '{sp.name}' at insn {call_pc}")
+        frame.desc_pc = desc.pc
+        for e in desc.stack:
+            if e.spill_type not in _RELEASABLE:
+                raise self._err(
+                    f"subprog '{sp.name}' pc {desc.pc}: unsupported frame desc entry {e.describe()}"
+                )
+            value = it.mem.load((fp + e.off) & M64, 8)
+            frame.released.append(self._release(sp.name, desc, e, "stack", value))
+        for i, e in enumerate(desc.regs):
+            if e is None or base_type(e.type) in _NO_CLEANUP:
+                continue
+            frame.released.append(self._release(sp.name, desc, e, "reg", saved[i]))
+        return frame
+
+    def _release(self, subprog: str, desc: FrameDesc, e: FdEntry, where: str, value: int) -> Released:
+        rid: int | None = None
+        base = base_type(e.type)
+        if base not in _NO_CLEANUP and value != 0:
+            if base != PTR_TO_BTF_ID or not e.type & MEM_ALLOC or e.type & _MEM_PERCPU:
+                raise self._err(
+                    f"subprog '{subprog}' pc {desc.pc}: no destructor for frame desc entry {e.describe()}"
+                )
+            obj = self.ledger.free(value, FREED_BY_UNWIND, f"subprog '{subprog}' pc {desc.pc}")
+            rid = None if obj is None else obj.id
+        return Released(where, e.off, reg_type_str(e.type), e.btf_name, value, rid)
+
+
+def run_interp(
+    vp: VerifiedProgram,
+    ctx: bytes | None = None,
+    budget: int = DEFAULT_BUDGET,
+    helpers: Mapping[int, StubFn] | None = None,
+) -> RunResult:
+    """Run main once in the reference interpreter with R1 = CTX_BASE holding `ctx`
+    (default: unwind.runner.default_ctx()) and the kernel model; the interpreter's
+    counterpart of unwind.runner.run_jit_program. Faults raise InterpError, kernel misuse
+    KernelError, bad unwinds UnwindError."""
+    data = default_ctx() if ctx is None else ctx
+    if len(data) > CTX_SIZE:
+        raise KernelError(f"prog '{vp.name}': ctx of {len(data)} bytes exceeds {CTX_SIZE}")
+    kernel = InterpKernel(vp)
+    interp = Interp(vp, helpers=helpers, kfuncs=kernel.stubs(), budget=budget)
+    interp.mem.write(CTX_BASE, data)
+    t0 = time.perf_counter()
+    retval = interp.run(CTX_BASE)
+    elapsed_us = (time.perf_counter() - t0) * 1e6
+    counters: dict[str, float] = {
+        "kfunc_calls": sum(kernel.kfunc_calls.values()),
+        "steps": interp.steps,
+        "time_us": round(elapsed_us, 1),
+        "unwind_us": round(kernel.unwind_us, 1),
+    }
+    for name, n in kernel.kfunc_calls.items():
+        counters[f"kfunc_calls.{name}"] = n
+    return RunResult(
+        program=vp.name,
+        retval=retval,
+        threw=kernel.threw,
+        cookie=kernel.cookie,
+        frames=kernel.frames,
+        ledger=kernel.ledger,
+        counters=counters,
+    )
