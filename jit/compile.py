@@ -142,7 +142,11 @@ class _Compiler:
             if write and (end > sj.length or end != addrs[k + slots]):
                 raise JitError(f"bpf_jit: fatal error at {sj.sp.name}+{k}")
             out += code
-            addrs[k + slots] = end
+            # deviation: the kernel writes only the entry of an ld_imm64's second slot and
+            # leaves the first one stale (an early estimate); both get the end here, so
+            # addrs[] is non-decreasing and offset -> insn lookups (faults, call sites) work.
+            for j in range(k + 1, k + slots + 1):
+                addrs[j] = end
             k += slots
         sj.cleanup_addr = ctx.cleanup_addr
         return bytes(out)

@@ -190,3 +190,13 @@ def test_conformance_command_closing_line(capsys, engine):
     code, out, _ = run_cli(capsys, "conformance", "--engine", engine, *files)
     assert code == 0
     assert out.rstrip().splitlines()[-1] == "2 passed, 0 failed, 1 skipped"
+
+
+def test_ledger_names_the_allocating_call_of_every_object():
+    result = pipeline.build(pipeline.load_file(E2E / "four_frames.s")).run()
+    # Each bpf_obj_new_impl call follows `r1 = obj ll` (2 slots) and `r2 = 0`; after the
+    # obj_new fixup (3 more insns) the calls sit at 6, 15, 24, 33 in main.
+    main_pcs = [o.alloc_pc for o in result.ledger.objects[:4]]
+    vp = pipeline.verify(pipeline.load_file(E2E / "four_frames.s"), log_level=0)
+    assert all(vp.insns[pc].is_kfunc_call() for pc in main_pcs)
+    assert main_pcs == [6, 15, 24, 33]

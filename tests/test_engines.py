@@ -71,8 +71,8 @@ def test_same_frames_and_releases(both):
 def test_same_ledger(both):
     jit, interp = both
     assert interp.ledger.summary() == jit.ledger.summary()
-    fates = [(o.id, o.address, o.size, o.type_name, o.freed_by) for o in jit.ledger.objects]
-    assert [(o.id, o.address, o.size, o.type_name, o.freed_by) for o in interp.ledger.objects] == fates
+    fates = [(o.id, o.address, o.size, o.type_name, o.alloc_pc, o.freed_by) for o in jit.ledger.objects]
+    assert [(o.id, o.address, o.size, o.type_name, o.alloc_pc, o.freed_by) for o in interp.ledger.objects] == fates
     assert interp.ledger.double_freed == jit.ledger.double_freed
 
 
