@@ -236,22 +236,15 @@ class Interp:
         return f.ret_pc
 
     def call_helper(self, regs: list[int], pc: int, helper_id: int) -> int:
-        fn = self.helpers.get(helper_id)
-        if fn is None:
-            raise UnsupportedInsn(f"helper {helper_id} is not modelled")
-        self.pc = pc
-        try:
-            ret = fn(self)
-        except Transfer as t:
-            return self._transfer(regs, t)
-        if ret is not None:
-            regs[0] = ret & M64
-        return pc + 1
+        return self._call_stub(regs, pc, self.helpers.get(helper_id), f"helper {helper_id}")
 
     def call_kfunc(self, regs: list[int], pc: int, btf_id: int) -> int:
-        fn = self.kfuncs.get(btf_id)
+        return self._call_stub(regs, pc, self.kfuncs.get(btf_id), f"kfunc with BTF id {btf_id}")
+
+    def _call_stub(self, regs: list[int], pc: int, fn: StubFn | None, what: str) -> int:
+        """Run a helper/kfunc stub: its return value (if any) is R0; a Transfer moves on."""
         if fn is None:
-            raise UnsupportedInsn(f"kfunc with BTF id {btf_id} is not modelled")
+            raise UnsupportedInsn(f"{what} is not modelled")
         self.pc = pc
         try:
             ret = fn(self)

@@ -19,7 +19,7 @@ from jit.layout import HEAP_BASE
 from unwind import pipeline
 from unwind.interp_kernel import InterpKernel, run_interp
 from unwind.kernel import KernelError
-from unwind.ledger import FREED_BY_DROP
+from unwind.ledger import FREED_BY_DROP, Ledger
 from unwind.result import RunResult
 from unwind.unwinder import UnwindError
 from verifier.asm_ubpf import assemble_ubpf
@@ -71,8 +71,10 @@ def test_same_frames_and_releases(both):
 def test_same_ledger(both):
     jit, interp = both
     assert interp.ledger.summary() == jit.ledger.summary()
-    fates = [(o.id, o.address, o.size, o.type_name, o.alloc_pc, o.freed_by) for o in jit.ledger.objects]
-    assert [(o.id, o.address, o.size, o.type_name, o.alloc_pc, o.freed_by) for o in interp.ledger.objects] == fates
+    def fates(ledger: Ledger) -> list[tuple]:
+        return [(o.id, o.address, o.size, o.type_name, o.alloc_pc, o.freed_by) for o in ledger.objects]
+
+    assert fates(interp.ledger) == fates(jit.ledger)
     assert interp.ledger.double_freed == jit.ledger.double_freed
 
 
