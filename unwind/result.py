@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True)
-class Released:
-    """One frame-descriptor entry the unwinder acted on."""
+class Released(NamedTuple):
+    """One frame-descriptor entry the unwinder acted on (a tuple: built once per entry on
+    the unwinder's hot path, where a frozen dataclass costs several times more)."""
 
     where: str  # "stack" | "reg"
     off: int  # fp-relative slot offset (stack) or regno 6..9 (reg)

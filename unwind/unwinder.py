@@ -23,6 +23,7 @@ host stub."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from functools import cache
 from typing import Protocol
 
@@ -46,6 +47,7 @@ _U64 = struct.Struct("<Q")
 _MEM_PERCPU = int(TypeFlag.MEM_PERCPU)  # plain ints: IntFlag arithmetic costs ~1 us per op
 _NO_CLEANUP = (NOT_INIT, SCALAR_VALUE)
 _type_str = cache(reg_type_str)
+_SAVED_REG_NAMES = ("saved R6", "saved R7", "saved R8", "saved R9")
 
 
 class UnwindError(BpfUnwindError):
@@ -77,10 +79,12 @@ class _Stack:
         self.hi = rsp + len(view)
         self.prog = prog
 
-    def u64(self, address: int, what: str) -> int:
+    def u64(self, address: int, what: str | Callable[[], str]) -> int:
+        """The word at `address`; `what` names it in the error (a callable: built only then)."""
         if not self.lo <= address <= self.hi - 8:
+            name = what if isinstance(what, str) else what()
             raise UnwindError(
-                f"prog '{self.prog}': bpf_throw: {what} at {address:#x} is outside the live stack "
+                f"prog '{self.prog}': bpf_throw: {name} at {address:#x} is outside the live stack "
                 f"[{self.lo:#x}, {self.hi:#x})"
             )
         return _U64.unpack_from(self.view, address - self.lo)[0]
@@ -158,7 +162,7 @@ class Unwinder:
             used = image.callee_regs_used
             for i in range(4):
                 if used[i]:
-                    saved_reg[i] = stack.u64(sp + spilled_caller_reg_off(used, i), f"saved R{6 + i}")
+                    saved_reg[i] = stack.u64(sp + spilled_caller_reg_off(used, i), _SAVED_REG_NAMES[i])
 
     def _cleanup(
         self,
@@ -169,28 +173,25 @@ class Unwinder:
         stack: _Stack,
         out: list[Released],
     ) -> None:
+        site = f"subprog '{image.name}' pc {desc.pc}"
         for e in desc.stack:
             if e.spill_type not in (SpillType.STACK_SPILL, SpillType.STACK_INVALID):
-                raise self._err(
-                    f"subprog '{image.name}' pc {desc.pc}: unsupported frame desc entry {e.describe()}"
-                )
-            value = stack.u64(bp + e.off, f"stack slot fp{e.off:+d} of '{image.name}'")
-            out.append(self._release(image, desc, e, "stack", value))
+                raise self._err(f"{site}: unsupported frame desc entry {e.describe()}")
+            value = stack.u64(bp + e.off, lambda e=e: f"stack slot fp{e.off:+d} of '{image.name}'")
+            out.append(self._release(site, e, "stack", value))
         for i, e in enumerate(desc.regs):
             if e is None or base_type(e.type) in _NO_CLEANUP:
                 continue
-            out.append(self._release(image, desc, e, "reg", saved_reg[i]))
+            out.append(self._release(site, e, "reg", saved_reg[i]))
             saved_reg[i] = 0
 
-    def _release(self, image: JitImage, desc: FrameDesc, e: FdEntry, where: str, value: int) -> Released:
+    def _release(self, site: str, e: FdEntry, where: str, value: int) -> Released:
+        """Run the entry's destructor on `value` (NULL and poison entries: nothing to do)."""
         rid: int | None = None
         base = base_type(e.type)
         if base not in _NO_CLEANUP and value != 0:
             if base != PTR_TO_BTF_ID or not e.type & MEM_ALLOC or e.type & _MEM_PERCPU:
-                raise self._err(
-                    f"subprog '{image.name}' pc {desc.pc}: no destructor for frame desc entry {e.describe()}"
-                )
-            site = f"subprog '{image.name}' pc {desc.pc}"
+                raise self._err(f"{site}: no destructor for frame desc entry {e.describe()}")
             obj = self.ledger.free(value, FREED_BY_UNWIND, site)
             rid = None if obj is None else obj.id
         return Released(where, e.off, _type_str(e.type), e.btf_name, value, rid)
