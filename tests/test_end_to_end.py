@@ -200,3 +200,15 @@ def test_ledger_names_the_allocating_call_of_every_object():
     vp = pipeline.verify(pipeline.load_file(E2E / "four_frames.s"), log_level=0)
     assert all(vp.insns[pc].is_kfunc_call() for pc in main_pcs)
     assert main_pcs == [6, 15, 24, 33]
+
+
+@pytest.mark.parametrize(("pkt_len", "released"), [(0, 1), (74, 0)])
+def test_a_frame_holding_nothing_still_has_a_descriptor(pkt_len, released):
+    built = pipeline.build(pipeline.load_file(E2E / "empty_frame.s"), log_level=0)
+    main = built.verified.fdtabs[0]
+    assert len(main.descs) == 2 and any(not d.entries() for d in main.descs)
+    ctx = bytearray(192)
+    ctx[0] = pkt_len
+    result = built.run(ctx=bytes(ctx))
+    assert result.threw and result.retval == 3
+    assert result.released_count == released and not result.ledger.leaked()

@@ -163,10 +163,10 @@ class InterpKernel:
             desc_pc=None,
             saved_regs=saved,
         )
-        fdtab = self.vp.fdtabs[idx] if idx < len(self.vp.fdtabs) else None
-        if sp.hidden or fdtab is None or not len(fdtab):
+        if sp.hidden:
             return frame
-        desc = fdtab.find(call_pc)
+        # As on the JIT: every frame on a throw path has a descriptor, maybe empty.
+        desc = self.vp.fdtabs[idx].find(call_pc)
         if desc is None:
             raise self._err(f"no frame descriptor for subprog '{sp.name}' at insn {call_pc}")
         frame.desc_pc = desc.pc

@@ -149,7 +149,8 @@ class Unwinder:
             saved_regs=(saved_reg[0], saved_reg[1], saved_reg[2], saved_reg[3]),
         )
         self.frames.append(frame)
-        if not image.hidden and image.fd_offsets:
+        if not image.hidden:
+            # The verifier gives every frame on a throw path a descriptor (maybe empty).
             desc = image.find_desc(ret_offset)
             if desc is None:
                 raise self._err(

@@ -239,6 +239,13 @@ def gen_exception_frame_descs(env: Env, state: VerifierState, pc: int) -> None:
             if reg.type == SCALAR_VALUE and not reg.is_known_zero:
                 reg = not_init()  # a havoc scalar in R6-R9 is poison
             gen_reg_entry(env, state, frameno, reg, regno, tab, key)
+        if tab.find(key) is None:
+            # deviation: the series creates a descriptor only when it pushes an entry, so a
+            # frame holding nothing (R6-R9 known zero, no stack) has none and the runtime
+            # skips it silently. An empty descriptor lets the unwinder treat a missing one
+            # as the error it is.
+            env.log.verbose(f"frame_desc: frame{frameno}: no entries, empty frame descriptor for pc={key}")
+            tab.descs.append(FrameDesc(key))
 
 
 def check_reference_leak(env: Env, state: VerifierState, exception_exit: bool) -> None:
