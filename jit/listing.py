@@ -5,28 +5,22 @@ frame-descriptor key (return-address offset) marked."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import capstone
 
 from jit.image import JitImage, JitProgram
+from verifier.disasm import insn_text
 from verifier.insn import Insn
+from verifier.kfuncs import KFUNCS_BY_ID
 
 _PUSH_NAMES = ("rbx", "r13", "r14", "r15")
 
 
-def _fallback_insn_text(insns: Sequence[Insn], pc: int) -> str:
-    """Minimal raw text used when verifier.disasm is not available."""
+def _raw_insn_text(insns: Sequence[Insn], pc: int) -> str:
+    """Raw fields, for an instruction the disassembler cannot print."""
     i = insns[pc]
     return f"code=0x{i.code:02x} dst=r{i.dst} src=r{i.src} off={i.off} imm={i.imm}"
-
-
-def _insn_text_fn() -> Callable[[Sequence[Insn], int], str]:
-    try:
-        from verifier.disasm import insn_text  # optional: written by another module owner
-    except ImportError:
-        return _fallback_insn_text
-    return insn_text
 
 
 def _pushes(img: JitImage) -> str:
@@ -51,16 +45,17 @@ class _Lister:
         self.jp = jp
         self.md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         self.md.syntax = capstone.CS_OPT_SYNTAX_ATT
-        self.insn_text = _insn_text_fn()
+        self.call_names = {sp.start: sp.name for sp in jp.verified.subprogs}
         self.names: dict[int, str] = {img.address: img.name for img in jp.images}
         for btf_id, addr in jp.stub_addrs.items():
-            self.names.setdefault(addr, f"kfunc stub {btf_id}")
+            proto = KFUNCS_BY_ID.get(btf_id)
+            self.names.setdefault(addr, f"kfunc {proto.name}" if proto else f"kfunc stub {btf_id}")
 
     def _text(self, pc: int) -> str:
         try:
-            return self.insn_text(self.jp.verified.insns, pc)
+            return insn_text(self.jp.verified.insns, pc, call_names=self.call_names)
         except Exception:  # a listing must never fail on an odd insn
-            return _fallback_insn_text(self.jp.verified.insns, pc)
+            return _raw_insn_text(self.jp.verified.insns, pc)
 
     def _x86(self, img: JitImage, lo: int, hi: int, out: list[str], call_name: str | None = None) -> None:
         keys = dict(zip(img.fd_offsets, img.fd_descs, strict=True))
