@@ -11,8 +11,8 @@ It is unwind.kernel + unwind.unwinder for the other engine, recording into the s
   dropping NULL is a `KernelError`.
 - bpf_throw: walks the interpreter's frames innermost first (the throwing frame, then the
   suspended callers in `interp.frames`), each at the insn pc of its call. Hidden subprogs
-  (the throw trampoline) and subprogs without descriptors need no cleanup; otherwise the
-  descriptor keyed by the call pc is required. Stack entries are read at fp+off, R6-R9
+  (the throw trampoline) need no cleanup; every other frame needs the descriptor keyed
+  by its call pc (unwind.cleanup releases its entries, as on the JIT). Stack entries are read at fp+off, R6-R9
   entries take the value the frame had at its call (the interpreter saves them, no
   prologue pushes to recover); MEM_ALLOC objects are freed "by unwind". Then control moves
   to the exception callback on main's frame with R1 = cookie (`jit.interp.Transfer`).
@@ -29,26 +29,13 @@ from collections.abc import Mapping
 from jit.interp import DEFAULT_BUDGET, Interp, StubFn, Transfer
 from jit.interp_alu import M64
 from jit.layout import CTX_BASE, CTX_SIZE, HEAP_BASE, HEAP_SIZE
+from unwind.cleanup import UnwindError, check_stack_entry, cleanup_entry, reg_entry_needs_cleanup, throw_error
 from unwind.kernel import KernelError
-from unwind.ledger import FREED_BY_DROP, FREED_BY_UNWIND, Ledger
-from unwind.result import Released, RunResult, UnwoundFrame
+from unwind.ledger import FREED_BY_DROP, Ledger
+from unwind.result import RunResult, UnwoundFrame
 from unwind.runner import default_ctx
-from unwind.unwinder import UnwindError
 from verifier.kfuncs import KFUNCS
-from verifier.program import FdEntry, FrameDesc, SpillType, VerifiedProgram
-from verifier.regtypes import (
-    MEM_ALLOC,
-    NOT_INIT,
-    PTR_TO_BTF_ID,
-    SCALAR_VALUE,
-    TypeFlag,
-    base_type,
-    reg_type_str,
-)
-
-_MEM_PERCPU = int(TypeFlag.MEM_PERCPU)
-_NO_CLEANUP = (NOT_INIT, SCALAR_VALUE)
-_RELEASABLE = (SpillType.STACK_SPILL, SpillType.STACK_INVALID)
+from verifier.program import VerifiedProgram
 
 __all__ = ["InterpKernel", "run_interp"]
 
@@ -127,7 +114,7 @@ class InterpKernel:
     # -- bpf_throw ---------------------------------------------------------------------------
 
     def _err(self, msg: str) -> UnwindError:
-        return UnwindError(f"prog '{self.prog}': bpf_throw: {msg}")
+        return throw_error(self.prog, msg)
 
     def _throw(self, it: Interp) -> None:
         if self.threw:
@@ -170,30 +157,15 @@ class InterpKernel:
         if desc is None:
             raise self._err(f"no frame descriptor for subprog '{sp.name}' at insn {call_pc}")
         frame.desc_pc = desc.pc
+        site = f"subprog '{sp.name}' pc {desc.pc}"
         for e in desc.stack:
-            if e.spill_type not in _RELEASABLE:
-                raise self._err(
-                    f"subprog '{sp.name}' pc {desc.pc}: unsupported frame desc entry {e.describe()}"
-                )
+            check_stack_entry(self.prog, site, e)
             value = it.mem.load((fp + e.off) & M64, 8)
-            frame.released.append(self._release(sp.name, desc, e, "stack", value))
+            frame.released.append(cleanup_entry(self.ledger, self.prog, site, e, "stack", value))
         for i, e in enumerate(desc.regs):
-            if e is None or base_type(e.type) in _NO_CLEANUP:
-                continue
-            frame.released.append(self._release(sp.name, desc, e, "reg", saved[i]))
+            if reg_entry_needs_cleanup(e):
+                frame.released.append(cleanup_entry(self.ledger, self.prog, site, e, "reg", saved[i]))
         return frame
-
-    def _release(self, subprog: str, desc: FrameDesc, e: FdEntry, where: str, value: int) -> Released:
-        rid: int | None = None
-        base = base_type(e.type)
-        if base not in _NO_CLEANUP and value != 0:
-            if base != PTR_TO_BTF_ID or not e.type & MEM_ALLOC or e.type & _MEM_PERCPU:
-                raise self._err(
-                    f"subprog '{subprog}' pc {desc.pc}: no destructor for frame desc entry {e.describe()}"
-                )
-            obj = self.ledger.free(value, FREED_BY_UNWIND, f"subprog '{subprog}' pc {desc.pc}")
-            rid = None if obj is None else obj.id
-        return Released(where, e.off, reg_type_str(e.type), e.btf_name, value, rid)
 
 
 def run_interp(

@@ -6,12 +6,12 @@ the first frame is ip = [rsp], sp = rsp + 8, bp = rbp. The stack is read once, t
 frame-pointer chain is walked innermost first (ip' = [bp+8], sp' = bp + 16, bp' = [bp]),
 checking its invariants, until the main image (the exception boundary). Per frame:
 
-  (a) hidden image (the trampoline) or an image without descriptors: no cleanup;
-  (b) the descriptor whose key is the return offset `ip - image.address`; a missing one in
-      an image that has descriptors is an error (the series WARNs and skips, which also
-      corrupts the saved-register chain for outer frames);
-  (c) stack entries in table order at bp + off: MEM_ALLOC objects are dropped through the
-      ledger (freed by "unwind"); NULL and NOT_INIT poison entries do nothing;
+  (a) hidden image (the trampoline): no cleanup;
+  (b) the descriptor whose key is the return offset `ip - image.address`; the verifier
+      gives every frame on a throw path one (maybe empty), so a missing one is an error
+      (the series WARNs and skips, which also corrupts the saved-register chain);
+  (c) stack entries in table order at bp + off, released by unwind.cleanup: MEM_ALLOC
+      objects are dropped through the ledger; NULL and NOT_INIT poison entries do nothing;
   (d) R6..R9 entries take their value from saved_reg[i], are released, then zeroed;
   (e) a subprog (trampoline included) collects saved_reg[i] for every register its
       prologue pushed, from sp + offset (the kernel's bpf_frame_spilled_caller_reg_off).
@@ -24,34 +24,19 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from functools import cache
 from typing import Protocol
 
 from jit.image import JitImage, JitProgram
-from unwind.ledger import FREED_BY_UNWIND, Ledger
+from unwind.cleanup import UnwindError, check_stack_entry, cleanup_entry, reg_entry_needs_cleanup, throw_error
+from unwind.ledger import Ledger
 from unwind.result import Released, UnwoundFrame
-from verifier.errors import BpfUnwindError
-from verifier.program import FdEntry, FrameDesc, SpillType
-from verifier.regtypes import (
-    MEM_ALLOC,
-    NOT_INIT,
-    PTR_TO_BTF_ID,
-    SCALAR_VALUE,
-    TypeFlag,
-    base_type,
-    reg_type_str,
-)
+from verifier.program import FrameDesc
 
 MAIN_FRAME_SAVES = 40  # r12, rbx, r13, r14, r15 pushed by the exception boundary
 _U64 = struct.Struct("<Q")
-_MEM_PERCPU = int(TypeFlag.MEM_PERCPU)  # plain ints: IntFlag arithmetic costs ~1 us per op
-_NO_CLEANUP = (NOT_INIT, SCALAR_VALUE)
-_type_str = cache(reg_type_str)
 _SAVED_REG_NAMES = ("saved R6", "saved R7", "saved R8", "saved R9")
 
-
-class UnwindError(BpfUnwindError):
-    """The stack or the descriptors do not allow a correct unwind."""
+__all__ = ["MAIN_FRAME_SAVES", "UnwindError", "Unwinder", "bpf_throw", "spilled_caller_reg_off"]
 
 
 class StackMachine(Protocol):
@@ -100,7 +85,7 @@ class Unwinder:
         self.frames: list[UnwoundFrame] = []
 
     def _err(self, msg: str) -> UnwindError:
-        return UnwindError(f"prog '{self.prog}': bpf_throw: {msg}")
+        return throw_error(self.prog, msg)
 
     def walk(self, rsp: int, rbp: int, view: memoryview) -> tuple[int, int]:
         """Unwind every BPF frame; return the main frame's (sp, bp)."""
@@ -176,26 +161,13 @@ class Unwinder:
     ) -> None:
         site = f"subprog '{image.name}' pc {desc.pc}"
         for e in desc.stack:
-            if e.spill_type not in (SpillType.STACK_SPILL, SpillType.STACK_INVALID):
-                raise self._err(f"{site}: unsupported frame desc entry {e.describe()}")
+            check_stack_entry(self.prog, site, e)
             value = stack.u64(bp + e.off, lambda e=e: f"stack slot fp{e.off:+d} of '{image.name}'")
-            out.append(self._release(site, e, "stack", value))
+            out.append(cleanup_entry(self.ledger, self.prog, site, e, "stack", value))
         for i, e in enumerate(desc.regs):
-            if e is None or base_type(e.type) in _NO_CLEANUP:
-                continue
-            out.append(self._release(site, e, "reg", saved_reg[i]))
-            saved_reg[i] = 0
-
-    def _release(self, site: str, e: FdEntry, where: str, value: int) -> Released:
-        """Run the entry's destructor on `value` (NULL and poison entries: nothing to do)."""
-        rid: int | None = None
-        base = base_type(e.type)
-        if base not in _NO_CLEANUP and value != 0:
-            if base != PTR_TO_BTF_ID or not e.type & MEM_ALLOC or e.type & _MEM_PERCPU:
-                raise self._err(f"{site}: no destructor for frame desc entry {e.describe()}")
-            obj = self.ledger.free(value, FREED_BY_UNWIND, site)
-            rid = None if obj is None else obj.id
-        return Released(where, e.off, _type_str(e.type), e.btf_name, value, rid)
+            if reg_entry_needs_cleanup(e):
+                out.append(cleanup_entry(self.ledger, self.prog, site, e, "reg", saved_reg[i]))
+                saved_reg[i] = 0
 
 
 def bpf_throw(machine: StackMachine, jp: JitProgram, ledger: Ledger, cookie: int) -> list[UnwoundFrame]:
