@@ -7,7 +7,7 @@ itself). Both variants run in the same process; the report gives medians over re
 the throw/return ratio per point, plus the unwinder's own time (the bpf_throw hook: stack
 walk, descriptor lookups, releases) measured inside the run.
 
-    .venv/bin/python benchmarks/unwind_cost.py [--repeats 21] [--depths 1,2,4,8] [--per-frame 1,4]
+    .venv/bin/python benchmarks/unwind_cost.py [--repeats 21] [--depths 1,2,4,7] [--per-frame 1,4]
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def measure(depth: int, per_frame: int, throws: bool, repeats: int) -> tuple[flo
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=21)
-    ap.add_argument("--depths", default="1,2,4,8")
+    ap.add_argument("--depths", default="1,2,4,7", help="callee chain lengths (main + 7 = the 8-frame limit)")
     ap.add_argument("--per-frame", default="1,4")
     args = ap.parse_args()
     depths = [int(x) for x in args.depths.split(",")]
