@@ -32,6 +32,16 @@ class StructType:
     type_id: int
 
 
+@dataclass(frozen=True)
+class FuncProto:
+    """What BTF says of a function's signature (`FUNC_PROTO`), in the verifier's terms:
+    each of `ret` and `args` is "void", "scalar" (ints, enums, bool), "ctx" (pointer to the
+    program type's context struct) or "ptr" (any other pointer)."""
+
+    ret: str
+    args: tuple[str, ...]
+
+
 @dataclass
 class Program:
     """A loaded, not yet verified, BPF program: one main function plus its subprograms."""
@@ -45,6 +55,10 @@ class Program:
     type_refs: dict[int, str] = field(default_factory=dict)  # ld_imm64 pc -> struct name
     source: str = ""  # file the program came from, for messages
     license: str = "GPL"
+    # From BTF, when the program has it (ELF objects; text assembly has none):
+    func_protos: dict[str, FuncProto] = field(default_factory=dict)  # function name -> proto
+    exception_cb_tags: tuple[str, ...] = ()  # every `exception_callback:NAME` tag of main
+    attach_to: str = ""  # fentry/fexit/freplace target named by the section
 
     def struct_by_id(self, type_id: int) -> StructType | None:
         for st in self.structs.values():
