@@ -24,6 +24,7 @@ from verifier.insn import (
     BPF_PSEUDO_MAP_VALUE,
 )
 from verifier.kfuncs import KFUNCS_BY_NAME
+from verifier.program import FuncProto
 
 PROGS = Path(__file__).parent / "progs"
 OBJECTS = sorted(PROGS.glob("*.o"))
@@ -78,6 +79,29 @@ def test_programs_by_section_with_prog_type_and_autoload():
         False,
     )
     assert load_object(BASIC).infos["basic_throw"].autoload
+    prog = obj.programs["reject_set_exception_cb_bad_ret2"]
+    assert (prog.prog_type, prog.attach_to) == ("fentry", "bpf_check")
+    assert load_object(BASIC).programs["basic_throw"].attach_to == ""
+
+
+def test_btf_signatures_exception_callback_tags_and_ctx_args():
+    def protos(obj: str, name: str) -> dict[str, FuncProto]:
+        return load_object(PROGS / obj, only=name).programs[name].func_protos
+
+    multi = load_object(PROGS / "exceptions_fail.o", only="reject_multiple_exception_cb")
+    tags = multi.programs["reject_multiple_exception_cb"].exception_cb_tags
+    assert tags == ("exception_cb_first", "exception_cb_second")  # all of them, in BTF order
+    p1 = protos("exceptions_fail.o", "reject_exception_cb_type_1")
+    assert p1["reject_exception_cb_type_1"] == FuncProto("scalar", ("ctx",))  # struct __sk_buff *
+    assert p1["exception_cb_bad_ret_type"] == FuncProto("ptr", ("scalar",))  # void *(u64: a typedef)
+    p3 = protos("exceptions_fail.o", "reject_exception_cb_type_3")
+    assert p3["exception_cb_bad_arg_2"].args == ("scalar", "scalar")
+    assert protos("exceptions_fail.o", "reject_async_callback_throw")["timer_cb"].args == ("ptr",) * 3
+    fentry = protos("exceptions_fail.o", "reject_set_exception_cb_bad_ret1")
+    assert fentry["reject_set_exception_cb_bad_ret1"].args == ("ptr",)  # fentry has no ctx struct
+    void_global = protos("exceptions.o", "exception_throw_from_void_global")
+    assert void_global["throw_11"] == FuncProto("void", ())
+    assert load_object(BASIC).programs["basic_ctx_len"].exception_cb_tags == ()
 
 
 def test_text_functions_are_appended_and_calls_relocated():

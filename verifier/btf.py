@@ -2,8 +2,9 @@
 
 Owns `parse_btf(data, source)` -> `Btf`: the header, every type record of all 19 kinds
 (INT .. ENUM64) with its kind-specific tail, the string table, and the queries the ELF
-loader needs: names, resolved sizes, FUNC linkage and prototypes, DECL_TAG values attached
-to a function, DATASEC contents and the member layout of structs (BTF-defined maps).
+loader needs: names, resolved sizes, FUNC linkage and prototypes (in the verifier's terms:
+`func_proto_kinds`), DECL_TAG values attached to a function, DATASEC contents and the
+member layout of structs (BTF-defined maps).
 
 Everything read from the file is bounds-checked: a record that runs past the type section,
 a string offset outside the string table, a type id that does not exist, or a reference
@@ -147,6 +148,30 @@ class Btf:
     def func_linkage(self, name: str) -> str | None:
         funcs = self.find(name, BTF_KIND_FUNC)
         return LINKAGE_NAMES.get(funcs[0].linkage) if funcs else None
+
+    def value_kind(self, type_id: int, ctx_struct: str | None) -> str:
+        """What a function's return or argument type is to the verifier: "void", "scalar"
+        (int, bool, enum), "ctx" (pointer to the struct named `ctx_struct`) or "ptr" (any
+        other pointer; also types no BPF function can take by value, e.g. structs)."""
+        t = self.skip_modifiers(type_id)
+        if t.id == 0:
+            return "void"
+        if t.kind in (BTF_KIND_INT, BTF_KIND_ENUM, BTF_KIND_ENUM64):
+            return "scalar"
+        if t.kind == BTF_KIND_PTR and ctx_struct:
+            target = self.skip_modifiers(t.type)
+            if target.kind in (BTF_KIND_STRUCT, BTF_KIND_FWD) and target.name == ctx_struct:
+                return "ctx"
+        return "ptr"
+
+    def func_proto_kinds(self, func_id: int, ctx_struct: str | None) -> tuple[str, tuple[str, ...]]:
+        """(return kind, argument kinds) of FUNC `func_id` via its FUNC_PROTO (see value_kind)."""
+        func = self.get(func_id)
+        if func.kind != BTF_KIND_FUNC:
+            raise LoadError(f"{self.source}: BTF type [{func_id}] is a {func.kind_name}, not a FUNC")
+        proto = self.get(func.type)
+        ret = self.value_kind(proto.type, ctx_struct)
+        return ret, tuple(self.value_kind(m.type, ctx_struct) for m in proto.members)
 
     def decl_tags(self, type_id: int, component_idx: int = -1) -> list[str]:
         """Values of the DECL_TAGs attached to `type_id` (itself, or one of its members)."""

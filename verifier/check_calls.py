@@ -1,15 +1,18 @@
 """Calls and exits: kfunc calls checked against verifier.kfuncs prototypes
 (`check_kfunc_call`), bpf2bpf calls (`check_func_call`: static callees get a new frame,
 global callees are assumed valid and, if throw reachable, get the patch-02 exception branch)
-and `BPF_EXIT` (`prepare_func_exit`, `check_return_code`, `check_reference_leak`)."""
+and `BPF_EXIT` (`prepare_func_exit`, `check_return_code` (verifier.check_return),
+`check_reference_leak`)."""
 
 from __future__ import annotations
 
 from verifier.check_alu import check_reg_read
 from verifier.check_env import Env
+from verifier.check_return import MAX_BPF_FUNC_REG_ARGS, check_return_code, returns_void, unsupported_arg_text
 from verifier.exceptions import check_reference_leak
 from verifier.insn import MAX_CALL_FRAMES, Insn
 from verifier.kfuncs import KF, KFUNCS_BY_ID, ArgKind, KfuncProto, RetKind
+from verifier.program import FuncProto
 from verifier.regtypes import NOT_INIT, PTR_TO_CTX, PTR_TO_STACK, SCALAR_VALUE, base_type
 from verifier.state import (
     RefState,
@@ -20,7 +23,6 @@ from verifier.state import (
     release_reference,
     scalar,
 )
-from verifier.vlog import kernel_type_str
 
 CALLER_SAVED = range(0, 6)  # R0-R5
 
@@ -68,9 +70,11 @@ def check_kfunc_call(env: Env, state: VerifierState, insn: Insn, idx: int) -> Kf
                 release_id = reg.ref_obj_id
     if release_id and not release_reference(state, release_id):
         env.reject(f"verifier internal error: reference id={release_id} is not held")
-    clear_caller_saved_regs(state)
     if proto.flags & KF.THROW:
         env.seen_exception = True
+        if env.exception_cb is None:
+            check_return_code(env, state, 1)  # the default callback returns the cookie
+    clear_caller_saved_regs(state)
     if proto.ret == RetKind.ALLOC_OBJ:
         assert struct is not None
         ref_id = env.new_id()
@@ -79,11 +83,34 @@ def check_kfunc_call(env: Env, state: VerifierState, insn: Insn, idx: int) -> Kf
     return proto
 
 
-def _check_global_args(env: Env, state: VerifierState, callee: int) -> None:
-    """Global subprogs are verified once with args fixed by their callers: R1-R5 are
-    scalars, except an arg that callers pass the ctx in (then ctx). A caller passing any
-    other pointer, or disagreeing with what the subprog was verified with, is rejected."""
+def _check_global_args_btf(env: Env, state: VerifierState, callee: int, proto: FuncProto) -> None:
+    """A global subprog with a BTF signature: each argument must be what BTF says (a scalar
+    or the ctx, unmodified); a mismatch logs why, then "Caller passes invalid args"."""
     info = env.subprogs[callee]
+    for i, kind in enumerate(proto.args[:MAX_BPF_FUNC_REG_ARGS]):
+        reg = state.cur.regs[i + 1]
+        if kind == "scalar" and reg.type != SCALAR_VALUE:
+            env.log.error(f"R{i + 1} is not a scalar")
+        elif kind == "ctx" and (base_type(reg.type) != PTR_TO_CTX or reg.off != 0):
+            env.log.error(f"arg#{i} expects pointer to ctx")
+        elif kind not in ("scalar", "ctx"):
+            env.reject(unsupported_arg_text(info.name, i))
+        else:
+            continue
+        env.reject(f"Caller passes invalid args into func#{callee} ('{info.name}')")
+
+
+def _check_global_args(env: Env, state: VerifierState, callee: int) -> None:
+    """Global subprogs are verified once. With a BTF signature (Program.func_protos) their
+    args are what BTF says; without one (text assembly) args are fixed by their callers:
+    R1-R5 are scalars, except an arg that callers pass the ctx in (then ctx). A caller
+    passing any other pointer, or disagreeing with what the subprog was verified with, is
+    rejected."""
+    info = env.subprogs[callee]
+    proto = env.prog.func_protos.get(info.name)
+    if proto is not None:
+        _check_global_args_btf(env, state, callee, proto)
+        return
     kinds = env.global_args.setdefault(callee, {})
     for regno in range(1, 6):
         reg = state.cur.regs[regno]
@@ -147,15 +174,8 @@ def process_exit(env: Env, state: VerifierState) -> int | None:
         callee = state.frames.pop()
         state.cur.regs[0] = r0.copy()
         return callee.callsite + 1
-    r0 = check_reg_read(env, state, 0)
-    sub = state.cur.subprogno
-    if sub != 0 and not env.subprogs[sub].is_exception_cb:
-        if r0.type != SCALAR_VALUE:
-            env.reject("At subprogram exit the register R0 is not a scalar value "
-                       f"({kernel_type_str(r0.type)})")
-        return None
-    if r0.type != SCALAR_VALUE:
-        env.reject(f"At program exit the register R0 is not a known value ({kernel_type_str(r0.type)})")
+    if not returns_void(env, state.cur.subprogno):
+        check_return_code(env, state, 0)
     return None
 
 

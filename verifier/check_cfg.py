@@ -1,8 +1,8 @@
 """Subprog table and control-flow checks run before symbolic execution (`check_subprogs`,
 the structural part of `check_cfg`, and the exception-callback checks of
 `check_max_stack_depth_subprog`): subprog layout from Program.funcs, jump and call targets,
-no fall-through off a subprog, the custom exception callback (global linkage, never called
-directly, no bpf_throw reachable from it), `seen_throw_insn` and the prune points."""
+no fall-through off a subprog, the custom exception callback (one tag, global linkage, never
+called directly, no bpf_throw reachable from it), `seen_throw_insn` and the prune points."""
 
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ def setup_subprogs(env: Env) -> None:
                        insn_idx=f.start)
     env.subprogs = [SubprogInfo(f.name, f.start, f.linkage) for f in funcs]
     env.fdtabs = [FdTab() for _ in funcs]
+    if len(prog.exception_cb_tags) > 1:
+        env.reject("multiple exception callback tags for main subprog", insn_idx=0)
     if prog.exception_cb is not None:
         names = [f.name for f in funcs]
         if prog.exception_cb not in names:

@@ -1,7 +1,8 @@
 """Loads and stores (`check_mem_access`): the stack with per-byte slot types and register
 spill/fill (`check_stack_write_fixed_off` / `check_stack_read_fixed_off`), ctx reads (a
 __sk_buff-like context: u8..u64 loads at constant offsets in [0, 192); `len` is at 0 and
-`protocol` at 16), and fields of bpf_obj_new objects; plus ld_imm64."""
+`protocol` at 16; tracing programs' BTF-typed ctx is not modelled), and fields of
+bpf_obj_new objects; plus ld_imm64 (constants only: maps and global data are not modelled)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from verifier.insn import (
     BPF_MEM,
     BPF_MEMSX,
     BPF_PSEUDO_FUNC,
+    BPF_PSEUDO_MAP_FD,
+    BPF_PSEUDO_MAP_VALUE,
     BPF_STX,
     BPF_W,
     MAX_BPF_STACK,
@@ -40,6 +43,9 @@ from verifier.vlog import kernel_type_str
 
 SIZES = {BPF_B: 1, BPF_H: 2, BPF_W: 4, BPF_DW: 8}
 CTX_SIZE = 192  # sizeof(struct __sk_buff) in this model
+# Program types whose ctx is the attach target's arguments, typed by its BTF (not modelled).
+BTF_ARGS_CTX_TYPES = frozenset({"fentry", "fexit", "fmod_ret", "tracing", "lsm"})
+LD_IMM64_KINDS = {BPF_PSEUDO_MAP_FD: "of a map ", BPF_PSEUDO_MAP_VALUE: "of a global variable (map value) "}
 
 
 def check_mem_insn(env: Env, state: VerifierState, insn: Insn) -> tuple[int | None, tuple[int, int] | None]:
@@ -87,6 +93,9 @@ def check_mem_access(env: Env, state: VerifierState, regno: int, off: int, size:
     if base == PTR_TO_STACK:
         return _stack_access(env, state, regno, reg, off, size, write)
     if base == PTR_TO_CTX:
+        if env.prog.prog_type in BTF_ARGS_CTX_TYPES:
+            env.reject(f"ctx access of {env.prog.prog_type} programs (the attach target's BTF-typed "
+                       "arguments) is not supported by this verifier")
         total = reg.off + off
         if reg.off:
             env.reject(f"dereference of modified ctx ptr R{regno} off={reg.off} disallowed")
@@ -172,6 +181,7 @@ def check_ld_imm64(env: Env, state: VerifierState, insn: Insn, second: Insn) -> 
     if insn.src == BPF_PSEUDO_FUNC:
         env.reject("callbacks (ld_imm64 of a function) are not supported by this verifier")
     if insn.src != 0:
-        env.reject(f"ld_imm64 with src_reg {insn.src} is not supported by this verifier")
+        what = LD_IMM64_KINDS.get(insn.src, "")
+        env.reject(f"ld_imm64 {what}with src_reg {insn.src} is not supported by this verifier")
     state.cur.regs[insn.dst] = scalar(ld_imm64_value(insn, second))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from verifier.check_cfg import check_cfg, setup_subprogs
 from verifier.check_env import BPF_COMPLEXITY_LIMIT_INSNS, Env, Rejected
 from verifier.check_loop import DoCheck
+from verifier.check_return import check_func_proto
 from verifier.errors import VerifierError
 from verifier.exceptions import mark_exception_reachable_subprogs
 from verifier.insn import BPF_REG_1
@@ -66,7 +67,9 @@ def _do_check_main(env: Env) -> None:
 def _do_check_subprogs(env: Env) -> None:
     """Global subprogs, each on its own: first those called by verified code (in the order
     of their first call, so callers have fixed their argument kinds), then the rest in index
-    order, the exception callback (one scalar argument) last."""
+    order, the exception callback (one scalar argument) last. A subprog with a BTF signature
+    (Program.func_protos) gets its arguments from it, after its signature is checked; one
+    without (text assembly) gets the kinds its callers passed."""
     globals_ = [i for i in range(1, len(env.subprogs)) if env.is_global(i) and i != env.exception_cb]
     done: set[int] = set()
     while True:
@@ -85,10 +88,16 @@ def _do_check_subprogs(env: Env) -> None:
 def _do_check_global(env: Env, idx: int) -> None:
     info = env.subprogs[idx]
     env.log.verbose(f"Validating {info.name}() func#{idx}...")
+    proto = env.prog.func_protos.get(info.name)
+    if proto is not None:
+        check_func_proto(env, idx, proto)
     state = VerifierState([new_frame(0, idx, -1)])
     regs = state.cur.regs
     if info.is_exception_cb:
         regs[BPF_REG_1] = scalar()
+    elif proto is not None:
+        for i, kind in enumerate(proto.args):
+            regs[BPF_REG_1 + i] = ctx_ptr() if kind == "ctx" else scalar()
     else:
         kinds = env.global_args.get(idx, {})
         for regno in range(1, 6):

@@ -37,6 +37,13 @@ PROG_SECTIONS: dict[str, str] = {
     "raw_tp/": "raw_tracepoint", "raw_tracepoint/": "raw_tracepoint", "tp_btf/": "tracing",
     "lsm/": "lsm", "iter/": "tracing", "struct_ops/": "struct_ops", "cgroup_skb/": "cgroup_skb",
 }  # fmt: skip
+# Program type -> the struct its context pointer points to (what a `struct X *` argument
+# of a global function must name to be the ctx). Tracing, syscall... programs have none.
+CTX_STRUCTS: dict[str, str] = {
+    "tc": "__sk_buff", "socket_filter": "__sk_buff", "cgroup_skb": "__sk_buff", "sk_skb": "__sk_buff",
+    "flow_dissector": "__sk_buff", "xdp": "xdp_md", "sk_msg": "sk_msg_md", "kprobe": "pt_regs",
+    "perf_event": "bpf_perf_event_data",
+}  # fmt: skip
 OTHER_ALLOC_SECTIONS = frozenset({".maps", "license", "version", ".ksyms", ".kconfig"})
 
 

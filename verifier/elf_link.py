@@ -11,7 +11,9 @@ Relocations, as clang emits them for BPF:
     a function (src BPF_PSEUDO_FUNC, imm relative: a callback for bpf_loop, timers...).
 Calls inside `.text` that clang resolved itself carry no relocation and are relative.
 CO-RE relocations of kind TYPE_ID_LOCAL (`bpf_core_type_id_local()`) name the local struct
-that `bpf_obj_new` allocates: Program.structs and Program.type_refs record it."""
+that `bpf_obj_new` allocates: Program.structs and Program.type_refs record it. From BTF the
+program also gets every function's signature (Program.func_protos), all its
+`exception_callback:` tags and the attach target its section names."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from verifier.btf import BTF_KIND_STRUCT, BTF_KIND_UNION
 from verifier.btf_ext import BPF_CORE_TYPE_ID_LOCAL
 from verifier.decode import decode
 from verifier.elf import (
+    CTX_STRUCTS,
     EXCEPTION_CB_TAG,
     FuncDef,
     LoadedObject,
@@ -38,7 +41,7 @@ from verifier.insn import (
     BPF_PSEUDO_MAP_VALUE,
     Insn,
 )
-from verifier.program import FuncSym, Program, StructType
+from verifier.program import FuncProto, FuncSym, Program, StructType
 
 R_BPF_NONE, R_BPF_64_64, R_BPF_64_ABS64, R_BPF_64_ABS32, R_BPF_64_NODYLD32, R_BPF_64_32 = 0, 1, 2, 3, 4, 10
 RELOC_NAMES = {
@@ -118,8 +121,25 @@ class _Linker:
             type_refs=self.type_refs,
             source=self.obj.path,
             license=self.obj.license,
+            func_protos=self._func_protos(),
+            exception_cb_tags=tuple(cb_tags),
+            attach_to=self.info.attach_to or "",
         )
         return prog, self.info
+
+    def _func_protos(self) -> dict[str, FuncProto]:
+        """BTF's signature of every function of the program (those that have a BTF FUNC)."""
+        btf = self.obj.btf
+        if btf is None:
+            return {}
+        ctx_struct = CTX_STRUCTS.get(self.info.prog_type)
+        out: dict[str, FuncProto] = {}
+        for f in self.funcs:
+            btf_id = self.obj.functions[f.name].btf_id
+            if btf_id:
+                ret, args = btf.func_proto_kinds(btf_id, ctx_struct)
+                out[f.name] = FuncProto(ret, args)
+        return out
 
     def _drain(self) -> None:
         while self.done < len(self.queue):
