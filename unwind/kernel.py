@@ -5,7 +5,8 @@ JIT is compiled against `kfunc_stub_addrs()` so its `call rel32` land on these s
 stub is a lone `ret` with a code hook bound to its address: the handler reads its
 arguments from the BPF argument registers (R1 = rdi, R2 = rsi), sets rax, and the `ret`
 returns to the program. bpf_throw never returns: it unwinds and continues in the
-exception callback (unwind.unwinder)."""
+exception callback (unwind.unwinder), using the program's unwind table
+(unwind.unwind_table), which the kernel model looks up once, when it is created."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from jit.layout import HEAP_BASE, HEAP_SIZE, stub_address
 from jit.machine import Machine
 from unwind.ledger import FREED_BY_DROP, Ledger
 from unwind.result import UnwoundFrame
+from unwind.unwind_table import UnwindTable, table_for
 from unwind.unwinder import UnwindError, bpf_throw
 from verifier.errors import BpfUnwindError
 from verifier.kfuncs import KFUNCS
@@ -39,6 +41,8 @@ class Kernel:
         self.jp = jp
         self.prog = jp.verified.name
         self.kfunc_calls: dict[str, int] = {}
+        self._sites: dict[int, tuple[int | None, str]] = {}  # return address -> _call_site
+        self.unwind_table: UnwindTable | None = None if jp.exception_cb is None else table_for(jp)
         self.reset(ledger)
         self._struct_names = {st.type_id: st.name for st in jp.verified.structs.values()}
         impls: dict[str, Callable[[Machine], None]] = {
@@ -84,11 +88,14 @@ class Kernel:
     def _call_site(self, m: Machine) -> tuple[int | None, str]:
         """BPF pc and text of the call that entered the current stub ([rsp] = return address)."""
         ret = m.read_u64(m.reg("rsp"))
-        img = self.jp.image_at(ret - 1)
-        if img is None:
-            return None, f"return address {ret:#x}"
-        pc = img.insn_at(ret - img.address - 1)
-        return pc, f"subprog '{img.name}' insn {pc}"
+        site = self._sites.get(ret)
+        if site is None:
+            img = self.jp.image_at(ret - 1)
+            if img is None:
+                return None, f"return address {ret:#x}"
+            pc = img.insn_at(ret - img.address - 1)
+            site = self._sites[ret] = (pc, f"subprog '{img.name}' insn {pc}")
+        return site
 
     def _obj_new(self, m: Machine) -> None:
         size = m.reg("rdi")
@@ -118,5 +125,5 @@ class Kernel:
         self.threw = True
         self.cookie = cookie
         t0 = time.perf_counter()
-        self.frames = bpf_throw(m, self.jp, self.ledger, cookie)
+        self.frames = bpf_throw(m, self.jp, self.ledger, cookie, self.unwind_table)
         self.unwind_us = (time.perf_counter() - t0) * 1e6
