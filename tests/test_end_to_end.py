@@ -212,3 +212,14 @@ def test_a_frame_holding_nothing_still_has_a_descriptor(pkt_len, released):
     result = built.run(ctx=bytes(ctx))
     assert result.threw and result.retval == 3
     assert result.released_count == released and not result.ledger.leaked()
+
+
+def test_a_derived_pointer_releases_the_object_at_its_start():
+    built = pipeline.build(pipeline.load_file(E2E / "derived_ptr.s"), log_level=0)
+    (desc,) = [d for d in built.verified.fdtabs[0].descs if d.regs[0] is not None]
+    assert desc.regs[0].ptr_off == 8 and desc.regs[0].describe() == "R6: ptr_obj+8"
+    result = built.run()
+    (obj,) = result.ledger.objects
+    (released,) = [r for f in result.frames for r in f.released if r.resource_id is not None]
+    assert released.value == obj.address + 8 and released.resource_id == obj.id
+    assert not result.ledger.leaked() and not result.ledger.double_freed

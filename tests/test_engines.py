@@ -27,7 +27,7 @@ from verifier.kfuncs import KFUNCS_BY_NAME
 from verifier.program import FdTab, Subprog, VerifiedProgram
 
 E2E = Path(__file__).parent / "e2e"
-PROGRAMS = ["demo", "four_frames.s", "no_throw.s"]
+PROGRAMS = ["demo", "four_frames.s", "no_throw.s", "derived_ptr.s", "empty_frame.s"]
 
 
 def build(name: str) -> pipeline.Pipeline:

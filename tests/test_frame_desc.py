@@ -524,3 +524,16 @@ def test_global_calling_throwing_global_is_checked_in_isolation():
     assert desc(res, 1, 8).regs == [poison(6), poison(7), obj(8), poison(9)]
     assert desc(res, 2, 14).regs == [poison(6), poison(7), poison(8), poison(9)]
     assert "Func#2 ('g2') may throw exception, exploring program path where exception is thrown" in res.log
+
+
+def test_two_offsets_into_one_object_at_one_location_do_not_merge():
+    # deviation: one path holds obj, the other obj + 8 in R6 at the same throw; a single
+    # entry would release the wrong address on one of them.
+    text = (
+        ".struct foo 16\nmain:\n\tr7 = *(u32 *)(r1 + 0)\n\tr1 = foo ll\n\tr2 = 0\n"
+        "\tcall bpf_obj_new_impl\n\tif r0 == 0 goto .Lout\n\tr6 = r0\n"
+        "\tif r7 == 0 goto .Lthrow\n\tr6 += 8\n.Lthrow:\n\tr1 = 0\n\tcall bpf_throw\n"
+        "\tr0 = r6\n\texit\n.Lout:\n\tr0 = 0\n\texit\n"
+    )
+    with pytest.raises(VerifierError, match="frame_desc: merge: failed to merge old and new frame desc entry"):
+        check(assemble(text, "t.s"))

@@ -89,6 +89,6 @@ def cleanup_entry(ledger: Ledger, prog: str, site: str, e: FdEntry, where: str, 
         if action == NO_DESTRUCTOR:
             raise no_destructor_error(prog, site, e)
         if action == FREE:
-            obj = ledger.free(value, FREED_BY_UNWIND, site)
+            obj = ledger.free(value - e.ptr_off, FREED_BY_UNWIND, site)  # the object's start
             rid = None if obj is None else obj.id
     return Released(where, e.off, type_str(e.type), e.btf_name, value, rid)

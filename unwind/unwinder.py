@@ -127,7 +127,7 @@ class Unwinder:
                         if action:
                             if action == NO_DESTRUCTOR:
                                 raise no_destructor_error(self.prog, site, e)
-                            obj = free(value, FREED_BY_UNWIND, site)
+                            obj = free(value - e.ptr_off, FREED_BY_UNWIND, site)
                             if obj is not None:
                                 rid = obj.id
                         released.append(_new_tuple(Released, ("stack", off, tstr, btf_name, value, rid)))
@@ -142,7 +142,7 @@ class Unwinder:
                         continue
                     if action == NO_DESTRUCTOR:
                         raise no_destructor_error(self.prog, site, e)
-                    obj = free(value, FREED_BY_UNWIND, site)
+                    obj = free(value - e.ptr_off, FREED_BY_UNWIND, site)
                     rid = None if obj is None else obj.id
                     released.append(_new_tuple(Released, ("reg", off, tstr, btf_name, value, rid)))
                     saved[i] = 0
@@ -199,7 +199,7 @@ class Unwinder:
             if action:
                 if action == NO_DESTRUCTOR:
                     raise no_destructor_error(self.prog, site, e)
-                obj = self.ledger.free(value, FREED_BY_UNWIND, site)
+                obj = self.ledger.free(value - e.ptr_off, FREED_BY_UNWIND, site)
                 rid = None if obj is None else obj.id
             out.append(_new_tuple(Released, ("stack", off, tstr, btf_name, value, rid)))
 

@@ -136,9 +136,11 @@ def _merge(env: Env, old: FdEntry | None, new: FdEntry) -> FdEntry:
     ok = old.spill_type == new.spill_type and old.spill_type in (SpillType.STACK_SPILL,
                                                                    SpillType.STACK_INVALID)
     if ok and old.type == new.type:
-        if old.btf_id == new.btf_id:
+        if old.btf_id == new.btf_id and old.ptr_off == new.ptr_off:
             return old
-        ok = False  # deviation: one location, two struct types: the dtor would be wrong
+        # deviation: one location, two struct types (the dtor would be wrong) or two
+        # offsets into the object (the release address would be wrong on one path)
+        ok = False
     elif ok and SCALAR_VALUE not in (old.type, new.type):
         ok = False
     elif ok and new.type == SCALAR_VALUE:
@@ -187,6 +189,7 @@ def gen_reg_entry(env: Env, state: VerifierState, frameno: int, reg: RegState, o
         off=off,
         btf_id=reg.btf_id if is_btf else 0,
         btf_name=reg.btf_name if is_btf else "",
+        ptr_off=reg.off if reg.ref_obj_id else 0,
     )
     key = "off" if off < 0 else "regno"
     env.log.verbose(f"frame_desc: frame{frameno}: insn_idx={env.insn_idx} {key}={off} "

@@ -102,6 +102,10 @@ class FdEntry:
     off: int
     btf_id: int = 0
     btf_name: str = ""  # struct name for PTR_TO_BTF_ID entries
+    # deviation: the kernel's entry has no such field, so a pointer derived from an object
+    # (obj + 8) held at a throw would be "released" at the derived address. The constant
+    # offset of the pointer from the object's start is kept, and cleanup subtracts it.
+    ptr_off: int = 0
 
     @property
     def is_reg(self) -> bool:
@@ -116,7 +120,7 @@ class FdEntry:
         where = f"R{self.off}" if self.is_reg else f"fp{self.off}"
         if self.is_poison:
             return f"{where}: NOT_INIT (poison)"
-        what = f"{reg_type_str(self.type)}{self.btf_name}"
+        what = f"{reg_type_str(self.type)}{self.btf_name}" + (f"{self.ptr_off:+d}" if self.ptr_off else "")
         return f"{where}: {what}" if self.is_reg else f"{where}: {what} ({self.spill_type.name})"
 
 
