@@ -535,5 +535,5 @@ def test_two_offsets_into_one_object_at_one_location_do_not_merge():
         "\tif r7 == 0 goto .Lthrow\n\tr6 += 8\n.Lthrow:\n\tr1 = 0\n\tcall bpf_throw\n"
         "\tr0 = r6\n\texit\n.Lout:\n\tr0 = 0\n\texit\n"
     )
-    with pytest.raises(VerifierError, match="frame_desc: merge: failed to merge old and new frame desc entry"):
+    with pytest.raises(VerifierError, match=MERGE_FAILED):
         check(assemble(text, "t.s"))
