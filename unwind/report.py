@@ -8,7 +8,7 @@ from typing import Any
 
 from unwind.result import Released, RunResult, UnwoundFrame
 from verifier.disasm import insn_text
-from verifier.program import FdEntry, FrameDesc, VerifiedProgram
+from verifier.program import FdEntry, FrameDesc, SubprogKind, VerifiedProgram
 
 
 def _hex(v: int) -> str:
@@ -53,7 +53,10 @@ def frame_text(n: int, f: UnwoundFrame) -> list[str]:
     saved = " ".join(f"R{6 + i}={_hex(v)}" for i, v in enumerate(f.saved_regs))
     desc = "hidden, no cleanup" if f.desc_pc is None else f"frame desc pc={f.desc_pc}"
     lines = [f"  #{n} {f.subprog} ({f.kind}) ret+{f.ret_offset:#x} sp={_hex(f.sp)} bp={_hex(f.bp)} [{desc}]"]
-    lines.append(f"      R6-R9 at call: {saved}")
+    if f.kind == SubprogKind.THROW_TRAMP:
+        lines.append("      pushed the thrower's R6-R9, zeroed them and called bpf_throw")
+    else:
+        lines.append(f"      R6-R9 at call: {saved}")
     for r in f.released:
         lines.append(f"      {_released_text(r)}")
     return lines
