@@ -223,3 +223,15 @@ def test_a_derived_pointer_releases_the_object_at_its_start():
     (released,) = [r for f in result.frames for r in f.released if r.resource_id is not None]
     assert released.value == obj.address + 8 and released.resource_id == obj.id
     assert not result.ledger.leaked() and not result.ledger.double_freed
+
+
+def test_run_on_the_interpreter_engine_gives_the_same_outcome(capsys):
+    results = {}
+    for engine in ("jit", "interp"):
+        code, out, err = run_cli(capsys, "run", str(DEMO), "--json", "--engine", engine)
+        assert code == 0, err
+        doc = json.loads(out)
+        frames = [f["subprog"] for f in doc["frames"]]
+        results[engine] = (doc["retval"], doc["threw"], frames, doc["released"])
+    expected = (0xEB9F, True, ["__bpf_throw_tramp", "gsub", "s1", "main"], 4)
+    assert results["jit"] == results["interp"] == expected

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from jit.listing import listing
 from unwind import conformance, objcmd, pipeline, report
+from unwind.interp_kernel import run_interp
 from verifier.errors import BpfUnwindError, LoadError, VerifierError
 from verifier.program import Program
 
@@ -54,16 +55,16 @@ def cmd_jit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run_and_report(prog: Program, as_json: bool) -> int:
+def _run_and_report(prog: Program, as_json: bool, engine: str = "jit") -> int:
     built = pipeline.build(prog, log_level=0)
-    result = built.run()
-    print(report.run_json(result) if as_json else report.run_text(result))
+    result = built.run() if engine == "jit" else run_interp(built.verified)
+    print(report.run_json(result) if as_json else report.run_text(result, source=prog.source, engine=engine))
     ledger = result.ledger
     return EXIT_FAIL if ledger.leaked() or ledger.double_freed else EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _run_and_report(_load(args), args.json)
+    return _run_and_report(_load(args), args.json, args.engine)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -98,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("file")
     r.add_argument("--prog", help="program (function name) of an ELF object")
     r.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    r.add_argument(
+        "--engine",
+        choices=("jit", "interp"),
+        default="jit",
+        help="x86-64 JIT in Unicorn (default), or the reference interpreter (unwinds by insn pc)",
+    )
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="run the embedded demo (a throw three frames deep)")

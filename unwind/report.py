@@ -54,7 +54,7 @@ def frame_text(n: int, f: UnwoundFrame) -> list[str]:
     desc = "hidden, no cleanup" if f.desc_pc is None else f"frame desc pc={f.desc_pc}"
     lines = [f"  #{n} {f.subprog} ({f.kind}) ret+{f.ret_offset:#x} sp={_hex(f.sp)} bp={_hex(f.bp)} [{desc}]"]
     if f.kind == SubprogKind.THROW_TRAMP:
-        lines.append("      pushed the thrower's R6-R9, zeroed them and called bpf_throw")
+        lines.append("      saved the thrower's R6-R9 (its pushes), zeroed them and called bpf_throw")
     else:
         lines.append(f"      R6-R9 at call: {saved}")
     for r in f.released:
@@ -73,8 +73,12 @@ def ledger_summary(result: RunResult) -> dict[str, int]:
     }
 
 
-def run_text(result: RunResult) -> str:
-    lines = [f"program '{result.program}'"]
+def run_text(result: RunResult, source: str = "", engine: str = "jit") -> str:
+    where = f" ({source})" if source else ""
+    how = ""
+    if engine != "jit":
+        how = f", engine {engine}: frames in insns, ret+N is insns past the subprog start"
+    lines = [f"program '{result.program}'{where}{how}"]
     if result.threw:
         lines.append(f"threw: cookie {_hex(result.cookie or 0)}")
     lines.append(f"retval: {result.retval} ({_hex(result.retval)})")
