@@ -5,16 +5,14 @@ a `VerifiedProgram` returning the same `RunResult` as the JIT runner (unwind.run
 It is unwind.kernel + unwind.unwinder for the other engine, recording into the same
 `unwind.ledger.Ledger` and producing the same `UnwoundFrame` / `Released` trace:
 
-- bpf_obj_new_impl: bump allocation from HEAP_BASE in 8-byte steps, never reused (so new
-  objects are zeroed), NULL when the heap is exhausted; the same addresses as the JIT run.
-- bpf_obj_drop_impl: frees through the ledger (a bad free is a double-free record);
-  dropping NULL is a `KernelError`.
+- bpf_obj_new_impl / bpf_obj_drop_impl: unwind.run_state, shared with the JIT's kernel
+  model, so objects get the same addresses on both engines.
 - bpf_throw: walks the interpreter's frames innermost first (the throwing frame, then the
   suspended callers in `interp.frames`), each at the insn pc of its call. Hidden subprogs
   (the throw trampoline) need no cleanup; every other frame needs the descriptor keyed
-  by its call pc (unwind.cleanup releases its entries, as on the JIT). Stack entries are read at fp+off, R6-R9
-  entries take the value the frame had at its call (the interpreter saves them, no
-  prologue pushes to recover); MEM_ALLOC objects are freed "by unwind". Then control moves
+  by its call pc (unwind.cleanup releases its entries, as on the JIT). Stack entries are
+  read at fp+off, R6-R9 entries take the value the frame had at its call (the interpreter
+  saves them, no prologue pushes to recover); MEM_ALLOC objects are freed "by unwind". Then control moves
   to the exception callback on main's frame with R1 = cookie (`jit.interp.Transfer`).
   An `UnwoundFrame` of this engine counts in insns: ip = the return pc (call pc + 1),
   ret_offset = ip - subprog start, sp = bp = the frame's R10.
@@ -28,11 +26,11 @@ from collections.abc import Mapping
 
 from jit.interp import DEFAULT_BUDGET, Interp, StubFn, Transfer
 from jit.interp_alu import M64
-from jit.layout import CTX_BASE, CTX_SIZE, HEAP_BASE, HEAP_SIZE
+from jit.layout import CTX_BASE, CTX_SIZE
 from unwind.cleanup import UnwindError, check_stack_entry, cleanup_entry, reg_entry_needs_cleanup, throw_error
-from unwind.kernel import KernelError
-from unwind.ledger import FREED_BY_DROP, Ledger
+from unwind.ledger import Ledger
 from unwind.result import RunResult, UnwoundFrame
+from unwind.run_state import KernelError, RunState
 from unwind.runner import default_ctx
 from verifier.kfuncs import KFUNCS
 from verifier.program import VerifiedProgram
@@ -40,27 +38,14 @@ from verifier.program import VerifiedProgram
 __all__ = ["InterpKernel", "run_interp"]
 
 
-class InterpKernel:
+class InterpKernel(RunState):
     """The kernel-side state of interpreter runs of one program: `stubs()` are the kfunc
-    stubs to give `Interp`; `reset` starts a new run (new ledger, empty heap)."""
+    stubs to give `Interp`; `reset` starts a new run (new ledger, empty heap: give it a fresh
+    interpreter memory too, `Interp.reset_memory()`, so new objects read as zeroed)."""
 
     def __init__(self, vp: VerifiedProgram, ledger: Ledger | None = None) -> None:
         self.vp = vp
-        self.prog = vp.name
-        self._struct_names = {st.type_id: st.name for st in vp.structs.values()}
-        self.kfunc_calls: dict[str, int] = {}
-        self.reset(Ledger() if ledger is None else ledger)
-
-    def reset(self, ledger: Ledger) -> None:
-        """Forget the previous run (the next one allocates from HEAP_BASE again: give it a
-        fresh interpreter memory, `Interp.reset_memory()`, so new objects read as zeroed)."""
-        self.ledger = ledger
-        self.heap_next = HEAP_BASE
-        self.threw = False
-        self.cookie: int | None = None
-        self.frames: list[UnwoundFrame] = []
-        self.unwind_us = 0.0
-        self.kfunc_calls = {proto.name: 0 for proto in KFUNCS}
+        super().__init__(vp.name, vp.structs, Ledger() if ledger is None else ledger)
 
     def stubs(self) -> dict[int, StubFn]:
         """kfunc BTF id -> stub, for every kfunc the verifier knows."""
@@ -70,23 +55,9 @@ class InterpKernel:
             "bpf_throw": self._throw,
         }
         return {
-            p.btf_id: self._counted(p.name, impls.get(p.name, self._unimplemented(p.name))) for p in KFUNCS
+            p.btf_id: self.counted(p.name, impls.get(p.name) or self.unimplemented(p.name, self._site))
+            for p in KFUNCS
         }
-
-    def _counted(self, name: str, impl: StubFn) -> StubFn:
-        def stub(it: Interp) -> int | None:
-            self.kfunc_calls[name] += 1
-            return impl(it)
-
-        return stub
-
-    def _unimplemented(self, name: str) -> StubFn:
-        def stub(it: Interp) -> int | None:
-            raise KernelError(
-                f"prog '{self.prog}': kfunc '{name}' is not modelled (called at {self._site(it)})"
-            )
-
-        return stub
 
     def _site(self, it: Interp) -> str:
         return f"subprog '{self.vp.subprogs[it.sub_of[it.pc]].name}' insn {it.pc}"
@@ -94,22 +65,10 @@ class InterpKernel:
     # -- object kfuncs ---------------------------------------------------------------------
 
     def _obj_new(self, it: Interp) -> int:
-        size, type_id = it.regs[1], it.regs[2]
-        rounded = (max(size, 1) + 7) & ~7
-        if size > HEAP_SIZE or self.heap_next + rounded > HEAP_BASE + HEAP_SIZE:
-            return 0  # heap exhausted: bpf_obj_new returns NULL
-        address = self.heap_next
-        self.heap_next += rounded  # bump allocator: memory is never reused, so still zeroed
-        type_name = self._struct_names.get(type_id, f"type#{type_id}")
-        self.ledger.alloc(address, size, type_name, it.pc, self._site(it))
-        return address
+        return self.obj_new(it.regs[1], it.regs[2], it.pc, self._site(it))
 
     def _obj_drop(self, it: Interp) -> None:
-        ptr = it.regs[1]
-        if ptr == 0:
-            raise KernelError(f"prog '{self.prog}': bpf_obj_drop_impl(NULL) at {self._site(it)}")
-        self.ledger.free(ptr, FREED_BY_DROP, self._site(it))
-        return None
+        self.obj_drop(it.regs[1], self._site(it))
 
     # -- bpf_throw ---------------------------------------------------------------------------
 
@@ -117,14 +76,12 @@ class InterpKernel:
         return throw_error(self.prog, msg)
 
     def _throw(self, it: Interp) -> None:
-        if self.threw:
-            raise UnwindError(f"prog '{self.prog}': bpf_throw called again after an exception")
         vp = self.vp
         if vp.exception_cb is None:
             raise self._err("program has no exception callback")
         regs = it.regs
         cookie = regs[1]
-        self.threw, self.cookie = True, cookie
+        self.begin_throw(cookie)
         t0 = time.perf_counter()
         chain = [(it.pc, (regs[6], regs[7], regs[8], regs[9]), regs[10])]
         chain += [(f.call_pc, f.saved, f.fp) for f in reversed(it.frames)]
@@ -187,20 +144,4 @@ def run_interp(
     t0 = time.perf_counter()
     retval = interp.run(CTX_BASE)
     elapsed_us = (time.perf_counter() - t0) * 1e6
-    counters: dict[str, float] = {
-        "kfunc_calls": sum(kernel.kfunc_calls.values()),
-        "steps": interp.steps,
-        "time_us": round(elapsed_us, 1),
-        "unwind_us": round(kernel.unwind_us, 1),
-    }
-    for name, n in kernel.kfunc_calls.items():
-        counters[f"kfunc_calls.{name}"] = n
-    return RunResult(
-        program=vp.name,
-        retval=retval,
-        threw=kernel.threw,
-        cookie=kernel.cookie,
-        frames=kernel.frames,
-        ledger=kernel.ledger,
-        counters=counters,
-    )
+    return kernel.result(retval, {"steps": interp.steps, "time_us": round(elapsed_us, 1)})

@@ -60,23 +60,8 @@ class ProgramRunner:
         t0 = time.perf_counter()
         retval = machine.run(jp.main, CTX_BASE)
         elapsed_us = (time.perf_counter() - t0) * 1e6
-        counters: dict[str, float] = {
-            "kfunc_calls": sum(kernel.kfunc_calls.values()),
-            "emu_starts": machine.emu_starts - starts_before,
-            "time_us": round(elapsed_us, 1),
-            "unwind_us": round(kernel.unwind_us, 1),
-        }
-        for name, n in kernel.kfunc_calls.items():
-            counters[f"kfunc_calls.{name}"] = n
-        return RunResult(
-            program=jp.verified.name,
-            retval=retval,
-            threw=kernel.threw,
-            cookie=kernel.cookie,
-            frames=kernel.frames,
-            ledger=kernel.ledger,
-            counters=counters,
-        )
+        counters = {"emu_starts": machine.emu_starts - starts_before, "time_us": round(elapsed_us, 1)}
+        return kernel.result(retval, counters)
 
 
 def run_jit_program(jp: JitProgram, ctx: bytes | None = None, budget: int = 10_000_000) -> RunResult:
