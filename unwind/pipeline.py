@@ -12,7 +12,7 @@ from jit.compile import jit_program
 from jit.image import JitProgram
 from unwind.kernel import kfunc_stub_addrs
 from unwind.result import RunResult
-from unwind.runner import ProgramRunner, run_jit_program
+from unwind.runner import ProgramRunner
 from verifier.asm import assemble
 from verifier.checker import check
 from verifier.errors import LoadError
@@ -47,10 +47,6 @@ def verify(prog: Program, log_level: int = 1) -> VerifiedProgram:
 
 def jit(vp: VerifiedProgram) -> JitProgram:
     return jit_program(vp, kfunc_stub_addrs())
-
-
-def run(jp: JitProgram, ctx: bytes | None = None, budget: int = 10_000_000) -> RunResult:
-    return run_jit_program(jp, ctx=ctx, budget=budget)
 
 
 @dataclass

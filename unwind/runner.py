@@ -20,6 +20,9 @@ DEFAULT_PKT_LEN = 74
 ETH_P_IP = 0x0800
 
 
+_ZERO_STACK = bytes(STACK_SIZE)  # written between runs; allocated once
+
+
 def default_ctx() -> bytes:
     """len = 74 at offset 0, protocol = htons(ETH_P_IP) at 16 (reads as 8 little-endian)."""
     buf = bytearray(CTX_LEN)
@@ -53,7 +56,7 @@ class ProgramRunner:
             raise MachineError(f"prog '{jp.verified.name}': ctx of {len(data)} bytes exceeds {CTX_SIZE}")
         if self.runs:
             kernel.reset(Ledger())
-            machine.write(STACK_BASE, bytes(STACK_SIZE))
+            machine.write(STACK_BASE, _ZERO_STACK)
         self.runs += 1
         machine.write(CTX_BASE, data.ljust(CTX_SIZE, b"\0"))
         starts_before = machine.emu_starts
