@@ -40,9 +40,8 @@ from verifier.insn import (
     BPF_XOR,
     Insn,
 )
-from verifier.regtypes import NOT_INIT, SCALAR_VALUE, base_type
+from verifier.regtypes import NOT_INIT, SCALAR_VALUE, base_type, reg_type_str
 from verifier.state import U64_MASK, RegState, VerifierState, mark_ptr_or_null_regs, scalar
-from verifier.vlog import kernel_type_str
 
 ALU_OP_TEXT = {
     BPF_ADD: "+=", BPF_SUB: "-=", BPF_MUL: "*=", BPF_DIV: "/=", BPF_OR: "|=", BPF_AND: "&=",
@@ -205,7 +204,7 @@ def _ptr_alu(env: Env, insn: Insn, dst: RegState, src: RegState, is64: bool) -> 
     if not dst.is_pointer and op == BPF_SUB:
         env.reject(f"R{d} tried to subtract pointer from scalar")
     if ptr.maybe_null:
-        env.reject(f"R{d} pointer arithmetic on {kernel_type_str(ptr.type)} prohibited, null-check it first")
+        env.reject(f"R{d} pointer arithmetic on {reg_type_str(ptr.type)} prohibited, null-check it first")
     if off.value is None:
         # deviation: the kernel tracks variable offsets; this model supports constants only
         env.reject(f"R{d} variable offset pointer arithmetic is not supported")

@@ -26,7 +26,7 @@ from verifier.insn import (
     Insn,
     ld_imm64_value,
 )
-from verifier.regtypes import PTR_TO_CTX, PTR_TO_STACK, SCALAR_VALUE, base_type
+from verifier.regtypes import PTR_TO_CTX, PTR_TO_STACK, SCALAR_VALUE, base_type, reg_type_str
 from verifier.state import (
     BPF_REG_SIZE,
     STACK_INVALID,
@@ -39,7 +39,6 @@ from verifier.state import (
     not_init,
     scalar,
 )
-from verifier.vlog import kernel_type_str
 
 SIZES = {BPF_B: 1, BPF_H: 2, BPF_W: 4, BPF_DW: 8}
 CTX_SIZE = 192  # sizeof(struct __sk_buff) in this model
@@ -89,7 +88,7 @@ def check_mem_access(env: Env, state: VerifierState, regno: int, off: int, size:
     reg = state.cur.regs[regno]
     base = base_type(reg.type)
     if reg.type == SCALAR_VALUE or reg.maybe_null:
-        env.reject(f"R{regno} invalid mem access '{kernel_type_str(reg.type)}'")
+        env.reject(f"R{regno} invalid mem access '{reg_type_str(reg.type)}'")
     if base == PTR_TO_STACK:
         return _stack_access(env, state, regno, reg, off, size, write)
     if base == PTR_TO_CTX:
@@ -109,7 +108,7 @@ def check_mem_access(env: Env, state: VerifierState, regno: int, off: int, size:
             name = st.name if st else reg.btf_name
             env.reject(f"access beyond struct {name} at off {total} size {size}")
         return scalar()
-    env.reject(f"R{regno} invalid mem access '{kernel_type_str(reg.type)}'")
+    env.reject(f"R{regno} invalid mem access '{reg_type_str(reg.type)}'")
 
 
 def _stack_access(env: Env, state: VerifierState, regno: int, reg: RegState, off: int, size: int,

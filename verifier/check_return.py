@@ -21,9 +21,8 @@ from __future__ import annotations
 from verifier.check_alu import check_reg_read
 from verifier.check_env import Env
 from verifier.program import FuncProto
-from verifier.regtypes import SCALAR_VALUE
+from verifier.regtypes import SCALAR_VALUE, reg_type_str
 from verifier.state import RegState, VerifierState
-from verifier.vlog import kernel_type_str
 
 S64_MIN, S64_MAX = -(1 << 63), (1 << 63) - 1
 MAX_BPF_FUNC_REG_ARGS = 5
@@ -62,11 +61,11 @@ def check_return_code(env: Env, state: VerifierState, regno: int) -> None:
         if reg.type != SCALAR_VALUE:
             env.reject(
                 f"At subprogram exit the register R{regno} is not a scalar value "
-                f"({kernel_type_str(reg.type)})"
+                f"({reg_type_str(reg.type)})"
             )
         return
     if reg.type != SCALAR_VALUE:
-        env.reject(f"{PROGRAM_EXIT} the register R{regno} is not a known value ({kernel_type_str(reg.type)})")
+        env.reject(f"{PROGRAM_EXIT} the register R{regno} is not a known value ({reg_type_str(reg.type)})")
     rng = RETURN_RANGES.get(env.prog.prog_type)
     if rng is None:
         return

@@ -42,7 +42,6 @@ from verifier.state import (
     not_init,
     release_reference,
 )
-from verifier.vlog import kernel_type_str
 
 # The name `btf_get_name()` gives the program's own BTF (local struct types): it has none.
 PROG_BTF_NAME = ""
@@ -193,7 +192,7 @@ def gen_reg_entry(env: Env, state: VerifierState, frameno: int, reg: RegState, o
     )
     key = "off" if off < 0 else "regno"
     env.log.verbose(f"frame_desc: frame{frameno}: insn_idx={env.insn_idx} {key}={off} "
-                    f"size={BPF_REG_SIZE} ref_obj_id={reg.ref_obj_id} type={kernel_type_str(reg.type)}")
+                    f"size={BPF_REG_SIZE} ref_obj_id={reg.ref_obj_id} type={reg_type_str(reg.type)}")
     if not cleanup_supported(entry):
         env.reject(f"frame_desc: frame{frameno}: failed to simulate cleanup for frame desc entry")
     if reg.ref_obj_id:

@@ -34,11 +34,6 @@ from verifier.state import (
 SLOT_TYPE_CHAR = {STACK_INVALID: "?", STACK_SPILL: "r", STACK_MISC: "m", STACK_ZERO: "0"}
 
 
-def kernel_type_str(t: int) -> str:
-    """The kernel's `reg_type_str` spelling (kept as the log's single entry point)."""
-    return reg_type_str(t)
-
-
 def snum(value: int) -> str:
     """`verbose_snum` (v6.8+): small signed values in decimal, the rest in hex."""
     s = value - (1 << 64) if value & (1 << 63) else value
@@ -54,7 +49,7 @@ def reg_text(reg: RegState) -> str:
     base = base_type(reg.type)
     if base == PTR_TO_STACK:
         return f"fp{reg.off}"
-    name = kernel_type_str(reg.type)
+    name = reg_type_str(reg.type)
     if base == PTR_TO_BTF_ID:
         name += reg.btf_name
     fields = []
