@@ -62,17 +62,6 @@ def frame_text(n: int, f: UnwoundFrame) -> list[str]:
     return lines
 
 
-def ledger_summary(result: RunResult) -> dict[str, int]:
-    led = result.ledger
-    return {
-        "allocated": len(led.objects),
-        "released": len(led.released()),
-        "released_by_unwind": len(led.released(by="unwind")),
-        "leaked": len(led.leaked()),
-        "double_freed": len(led.double_freed),
-    }
-
-
 def run_text(result: RunResult, source: str = "", engine: str = "jit") -> str:
     where = f" ({source})" if source else ""
     how = ""
@@ -86,7 +75,7 @@ def run_text(result: RunResult, source: str = "", engine: str = "jit") -> str:
         lines.append(f"unwound {len(result.frames)} frames, innermost first:")
         for n, f in enumerate(result.frames):
             lines.extend(frame_text(n, f))
-    s = ledger_summary(result)
+    s = result.ledger.summary()
     lines.append(
         f"ledger: {s['allocated']} allocated, {s['released']} released"
         f" ({s['released_by_unwind']} by unwind), {s['leaked']} leaked, {s['double_freed']} double freed"
@@ -99,7 +88,7 @@ def run_text(result: RunResult, source: str = "", engine: str = "jit") -> str:
 
 
 def run_json(result: RunResult) -> str:
-    s = ledger_summary(result)
+    s = result.ledger.summary()
     doc: dict[str, Any] = {
         "program": result.program,
         "retval": result.retval,
