@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_ADD,
     BPF_ALU64,
     BPF_AND,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from jit.interp_alu import M32, M64, Core, Op, UnsupportedInsn, alu_op, binop, sext
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_ADD,
     BPF_ALU,
     BPF_ALU64,

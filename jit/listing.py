@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import capstone
 
 from jit.image import JitImage, JitProgram
-from verifier.disasm import insn_text
-from verifier.insn import Insn
+from verifier.asm.disasm import insn_text
+from verifier.isa.insn import Insn
 from verifier.kfuncs import KFUNCS_BY_ID
 
 _PUSH_NAMES = ("rbx", "r13", "r14", "r15")

@@ -26,7 +26,7 @@ from jit import x86_flow as flow
 from jit import x86_mem as mem
 from jit.lower_alu import lower_alu
 from jit.x86 import JitError
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_ABS,
     BPF_ADD,
     BPF_ALU,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from jit import x86
 from jit import x86_alu as alu
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_ADD,
     BPF_ALU64,
     BPF_AND,

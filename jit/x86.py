@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 
 from verifier.errors import BpfUnwindError
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_ADD,
     BPF_AND,
     BPF_ARSH,

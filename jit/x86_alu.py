@@ -24,7 +24,7 @@ from jit.x86 import (
     is_ereg,
     maybe_emit_1mod,
 )
-from verifier.insn import BPF_REG_0, BPF_REG_3
+from verifier.isa.insn import BPF_REG_0, BPF_REG_3
 
 # ---------------------------------------------------------------- division and modulo
 

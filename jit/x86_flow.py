@@ -20,7 +20,7 @@ from jit.x86 import (
     maybe_emit_1mod,
     maybe_emit_mod,
 )
-from verifier.insn import BPF_REG_FP
+from verifier.isa.insn import BPF_REG_FP
 
 # ---------------------------------------------------------------- compares and jumps
 

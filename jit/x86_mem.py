@@ -23,7 +23,7 @@ from jit.x86 import (
     is_imm8,
     maybe_emit_mod,
 )
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_ADD,
     BPF_AND,
     BPF_B,

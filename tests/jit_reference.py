@@ -31,7 +31,7 @@ from jit.layout import (
     STUB_REGION_SIZE,
 )
 from verifier.fixups import div_mod_patch
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_ADD,
     BPF_ALU,
     BPF_ALU64,

@@ -1,4 +1,4 @@
-"""verifier.asm / verifier.disasm: the llvm-objdump syntax both ways, the canonical-text
+"""verifier.asm.assembler / verifier.asm.disasm: the llvm-objdump syntax both ways, the canonical-text
 round trip over tests/asm_corpus, exact encodings, error messages and the kernel log form."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from verifier.asm import assemble
-from verifier.decode import decode, encode
-from verifier.disasm import disassemble, insn_text, kernel_insn_text
+from verifier.asm.assembler import assemble
+from verifier.asm.disasm import disassemble, insn_text, kernel_insn_text
 from verifier.errors import AsmError
-from verifier.insn import Insn
+from verifier.isa.decode import decode, encode
+from verifier.isa.insn import Insn
 from verifier.program import FuncSym, StructType
 
 CORPUS = Path(__file__).parent / "asm_corpus"

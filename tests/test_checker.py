@@ -8,10 +8,10 @@ from dataclasses import replace
 import pytest
 
 import verifier.check_loop
-from verifier.asm import assemble
+from verifier.asm.assembler import assemble
 from verifier.checker import check
 from verifier.errors import VerifierError
-from verifier.insn import BPF_JEQ, Insn, call_pseudo, exit_insn, ja, jmp_imm, ld_imm64, mov64_imm
+from verifier.isa.insn import BPF_JEQ, Insn, call_pseudo, exit_insn, ja, jmp_imm, ld_imm64, mov64_imm
 from verifier.program import CheckResult, FuncProto, FuncSym, Program
 
 OBJ = ".struct foo 16\n"

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from unwind import conformance as conf
-from verifier.asm_ubpf import UbpfAsmError, assemble_ubpf
+from verifier.asm.ubpf import UbpfAsmError, assemble_ubpf
 from verifier.errors import DecodeError
-from verifier.insn import insns_to_bytes
+from verifier.isa.insn import insns_to_bytes
 
 SUITE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 TESTS = SUITE / "tests"

@@ -1,4 +1,4 @@
-"""verifier.decode: reserved-field validation (bpf_conformance negative data, kernel/RFC 9669
+"""verifier.isa.decode: reserved-field validation (bpf_conformance negative data, kernel/RFC 9669
 rules) and the bytes <-> Insn round trip for every opcode class."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from verifier.asm import assemble
-from verifier.asm_syntax import parse_insn
-from verifier.decode import decode, encode
-from verifier.disasm import insn_text, kernel_insn_text
+from verifier.asm.assembler import assemble
+from verifier.asm.disasm import insn_text, kernel_insn_text
+from verifier.asm.line import parse_insn
 from verifier.errors import DecodeError
-from verifier.insn import Insn
+from verifier.isa.decode import decode, encode
+from verifier.isa.insn import Insn
 from verifier.kfuncs import KFUNCS_BY_NAME
 
 NEGATIVE = Path("/work/shared/conformance/negative")

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from unwind.conformance import EXECUTORS, build_unchecked
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_ALU,
     BPF_ALU64,
     BPF_ATOMIC,

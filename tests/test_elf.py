@@ -16,7 +16,7 @@ from unwind import objcmd
 from verifier.elf import kfunc_btf_id, load_object, load_object_bytes, prog_section_type
 from verifier.elf_maps import BPF_F_RDONLY_PROG
 from verifier.errors import DecodeError, LoadError
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_PSEUDO_CALL,
     BPF_PSEUDO_FUNC,
     BPF_PSEUDO_KFUNC_CALL,

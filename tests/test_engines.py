@@ -22,7 +22,7 @@ from unwind.kernel import KernelError
 from unwind.ledger import FREED_BY_DROP, Ledger
 from unwind.result import RunResult
 from unwind.unwinder import UnwindError
-from verifier.asm_ubpf import assemble_ubpf
+from verifier.asm.ubpf import assemble_ubpf
 from verifier.kfuncs import KFUNCS_BY_NAME
 from verifier.program import FdTab, Subprog, VerifiedProgram
 

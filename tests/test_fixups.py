@@ -8,7 +8,7 @@ import pytest
 
 from verifier.errors import VerifierError
 from verifier.fixups import DEFAULT_CB_NAME, THROW_TRAMP_NAME, finalize
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_ADD,
     BPF_ALU,
     BPF_ALU64,

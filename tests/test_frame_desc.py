@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from verifier.asm import assemble
+from verifier.asm.assembler import assemble
 from verifier.check_cfg import setup_subprogs
 from verifier.check_env import Env, Rejected
 from verifier.checker import check

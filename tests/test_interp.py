@@ -10,8 +10,8 @@ import pytest
 from jit.interp import FRAME_SIZE, Interp, InterpError, Transfer, interp_run
 from jit.layout import STACK_TOP
 from unwind.conformance import build_asm, run_interp, run_jit
-from verifier.asm_ubpf import assemble_ubpf
-from verifier.insn import BPF_REG_0, Insn, exit_insn, mov64_imm
+from verifier.asm.ubpf import assemble_ubpf
+from verifier.isa.insn import BPF_REG_0, Insn, exit_insn, mov64_imm
 from verifier.program import FdTab, Subprog, VerifiedProgram
 
 ENGINES = {"interp": run_interp, "jit": run_jit}

@@ -20,7 +20,7 @@ from jit.lower import LowerCtx, lower_insn
 from jit.x86 import JitError
 from tests.jit_reference import make_vp
 from verifier.errors import BpfUnwindError
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_ADD,
     BPF_JEQ,
     BPF_JGT,

@@ -13,7 +13,7 @@ from jit import x86
 from jit import x86_flow as flow
 from jit.x86 import JitError
 from tests.jit_reference import body, decode, one_image, text
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_ADD,
     BPF_ALU,
     BPF_ALU64,

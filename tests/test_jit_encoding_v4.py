@@ -15,7 +15,7 @@ from jit.compile import jit_program
 from jit.listing import listing
 from jit.x86 import JitError
 from tests.jit_reference import body, decode, one_image, program_vp, text
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_ADD,
     BPF_ALU,
     BPF_ALU64,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from jit.compile import jit_program
 from jit.lower import FrameShape, build_epilogue, build_prologue
 from tests.jit_reference import one_image, text
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_JEQ,
     call_kfunc,
     exit_insn,

@@ -15,7 +15,7 @@ from jit.compile import jit_program
 from jit.layout import CTX_BASE, stub_address
 from jit.listing import listing
 from tests.jit_reference import COND, FP, SIZES, Memory, interpret, make_vp, run
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_ADD,
     BPF_ALU,
     BPF_ALU64,

@@ -19,7 +19,7 @@ from unicorn import x86_const as X
 from jit.compile import jit_program
 from jit.layout import CTX_BASE
 from tests.jit_reference import FP, M64, Memory, interpret, patch_straight_line, program_vp, rewrite, run
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_ADD,
     BPF_ALU,
     BPF_ALU64,

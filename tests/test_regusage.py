@@ -1,6 +1,6 @@
 """detect_reg_usage: which of R6-R9 a subprog uses, the one definition verifier and JIT share."""
 
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_ADD,
     BPF_DW,
     BPF_JEQ,

@@ -217,7 +217,7 @@ def test_ledger_records():
 def test_real_jit_output_unwinds():
     """jit.compile on a hand-built VerifiedProgram (no verifier): main -> s1 -> trampoline."""
     from jit.compile import jit_program
-    from verifier.insn import BPF_DW, call_kfunc, call_pseudo, exit_insn, mov64_imm, mov64_reg, stx_mem
+    from verifier.isa.insn import BPF_DW, call_kfunc, call_pseudo, exit_insn, mov64_imm, mov64_reg, stx_mem
 
     new, throw = KFUNCS_BY_NAME["bpf_obj_new_impl"].btf_id, KFUNCS_BY_NAME["bpf_throw"].btf_id
     alloc_insns = [mov64_imm(1, NODE.size), mov64_imm(2, NODE.type_id), call_kfunc(new)]

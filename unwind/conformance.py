@@ -8,7 +8,7 @@ checker would hand over for a program it accepted: every insn seen, subprogs at 
 targets of local calls (main first), MAX_BPF_STACK bytes of stack each, no frame
 descriptors, no exception; then `verifier.fixups.finalize` applies the same rewrites as for
 a verified program, so the kernel's div/mod guards are in what both engines run. Input is
-still validated by `verifier.decode` (reserved fields, registers), so the `negative/`
+still validated by `verifier.isa.decode` (reserved fields, registers), so the `negative/`
 files are rejected by the same code that guards ELF/raw input.
 
 Engines: `jit` compiles with `jit_program` (kfunc stubs from the kernel model, helper 5
@@ -35,11 +35,11 @@ from jit.interp import Interp
 from jit.layout import CTX_BASE, CTX_SIZE, stub_address
 from jit.machine import Machine
 from unwind.kernel import kfunc_stub_addrs
-from verifier.asm_ubpf import assemble_ubpf
-from verifier.decode import decode
+from verifier.asm.ubpf import assemble_ubpf
 from verifier.errors import BpfUnwindError, DecodeError
 from verifier.fixups import finalize
-from verifier.insn import BPF_CALL, BPF_JMP, BPF_X, MAX_BPF_STACK, Insn, insns_to_bytes
+from verifier.isa.decode import decode
+from verifier.isa.insn import BPF_CALL, BPF_JMP, BPF_X, MAX_BPF_STACK, Insn, insns_to_bytes
 from verifier.program import CheckResult, FdTab, FuncSym, Program, SubprogInfo, VerifiedProgram
 
 ENGINES = ("jit", "interp")

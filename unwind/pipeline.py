@@ -13,7 +13,7 @@ from jit.image import JitProgram
 from unwind.kernel import kfunc_stub_addrs
 from unwind.result import RunResult
 from unwind.runner import ProgramRunner
-from verifier.asm import assemble
+from verifier.asm.assembler import assemble
 from verifier.checker import check
 from verifier.errors import LoadError
 from verifier.fixups import finalize

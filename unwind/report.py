@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from unwind.result import Released, RunResult, UnwoundFrame
-from verifier.disasm import insn_text
+from verifier.asm.disasm import insn_text
 from verifier.program import FdEntry, FrameDesc, SubprogKind, VerifiedProgram
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from verifier.check_env import Env
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_ADD,
     BPF_ALU64,
     BPF_AND,

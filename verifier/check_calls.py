@@ -10,7 +10,7 @@ from verifier.check_alu import check_reg_read
 from verifier.check_env import Env
 from verifier.check_return import MAX_BPF_FUNC_REG_ARGS, check_return_code, returns_void, unsupported_arg_text
 from verifier.exceptions import check_reference_leak
-from verifier.insn import MAX_CALL_FRAMES, Insn
+from verifier.isa.insn import MAX_CALL_FRAMES, Insn
 from verifier.kfuncs import KF, KFUNCS_BY_ID, ArgKind, KfuncProto, RetKind
 from verifier.program import FuncProto
 from verifier.regtypes import NOT_INIT, PTR_TO_CTX, PTR_TO_STACK, SCALAR_VALUE, base_type

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from verifier.insn import Insn
+from verifier.isa.insn import Insn
 from verifier.program import FdTab, Program, SubprogInfo
 from verifier.vlog import VLog
 

@@ -14,7 +14,7 @@ from verifier.check_cfg import is_throw
 from verifier.check_env import BPF_COMPLEXITY_LIMIT_INSNS, Env
 from verifier.check_mem import check_ld_imm64, check_mem_insn
 from verifier.exceptions import throw_exit
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_ALU,
     BPF_ALU64,
     BPF_JA,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from verifier.check_alu import check_reg_read, check_reg_write, signed_value
 from verifier.check_env import Env
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_ATOMIC,
     BPF_B,
     BPF_DW,

@@ -15,7 +15,7 @@ from verifier.check_loop import DoCheck
 from verifier.check_return import check_func_proto
 from verifier.errors import VerifierError
 from verifier.exceptions import mark_exception_reachable_subprogs
-from verifier.insn import BPF_REG_1
+from verifier.isa.insn import BPF_REG_1
 from verifier.program import CheckResult, Program
 from verifier.state import VerifierState, ctx_ptr, new_frame, scalar
 from verifier.vlog import VLog

@@ -6,18 +6,18 @@ clang wrote it, before the loader relocates anything: calls show their raw immed
 (`call -1`), ld_imm64 its raw 64-bit value in unsigned decimal (`r1 = 13 ll`), jumps their
 offset plus the symbol at the target (`goto +2 <LBB0_2>`), and each relocation follows its
 instruction as `OFFSET:  R_BPF_64_32  SYMBOL` (a section symbol shows the section name).
-Instruction text comes from `verifier.disasm.insn_text` except for those forms."""
+Instruction text comes from `verifier.asm.disasm.insn_text` except for those forms."""
 
 from __future__ import annotations
 
 import bisect
 
-from verifier.decode import decode
-from verifier.disasm import insn_text
+from verifier.asm.disasm import insn_text
 from verifier.elf_file import ElfImage, Section, Symbol, read_elf
 from verifier.elf_link import reloc_name
 from verifier.errors import LoadError
-from verifier.insn import Insn, ld_imm64_value
+from verifier.isa.decode import decode
+from verifier.isa.insn import Insn, ld_imm64_value
 
 
 def _label_symbols(image: ElfImage, sec: Section) -> list[Symbol]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from verifier.btf import BTF_KIND_STRUCT, BTF_KIND_UNION
 from verifier.btf_ext import BPF_CORE_TYPE_ID_LOCAL
-from verifier.decode import decode
 from verifier.elf import (
     CTX_STRUCTS,
     EXCEPTION_CB_TAG,
@@ -33,7 +32,8 @@ from verifier.elf import (
 from verifier.elf_file import Reloc, Symbol
 from verifier.elf_maps import is_data_section
 from verifier.errors import LoadError
-from verifier.insn import (
+from verifier.isa.decode import decode
+from verifier.isa.insn import (
     BPF_PSEUDO_CALL,
     BPF_PSEUDO_FUNC,
     BPF_PSEUDO_KFUNC_CALL,

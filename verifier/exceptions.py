@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from verifier.check_cfg import is_throw
 from verifier.check_env import Env
-from verifier.insn import MAX_CALL_FRAMES, slot_count
+from verifier.isa.insn import MAX_CALL_FRAMES, slot_count
 from verifier.program import SPILL_TYPE_NAMES, FdEntry, FdTab, FrameDesc, SpillType
 from verifier.regtypes import (
     MEM_ALLOC,

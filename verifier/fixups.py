@@ -33,7 +33,7 @@ end: each must sit on a call insn of its own subprog."""
 from __future__ import annotations
 
 from verifier.errors import VerifierError
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_ADD,
     BPF_ALU,
     BPF_ALU64,

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 from verifier.errors import VerifierError
-from verifier.insn import BPF_JA, BPF_JMP32, Insn
+from verifier.isa.insn import BPF_JA, BPF_JMP32, Insn
 from verifier.program import FdTab, FrameDesc
 
 S16_MIN, S16_MAX = -(1 << 15), (1 << 15) - 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from verifier.insn import Insn
+from verifier.isa.insn import Insn
 from verifier.regtypes import NOT_INIT, reg_type_str
 
 

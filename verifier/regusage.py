@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from verifier.insn import BPF_REG_6, BPF_REG_9, Insn
+from verifier.isa.insn import BPF_REG_6, BPF_REG_9, Insn
 
 
 def detect_reg_usage(insns: Sequence[Insn], start: int, end: int) -> tuple[bool, bool, bool, bool]:

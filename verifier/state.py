@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from verifier.insn import BPF_REG_10, MAX_BPF_REG
+from verifier.isa.insn import BPF_REG_10, MAX_BPF_REG
 from verifier.program import SpillType
 from verifier.regtypes import (
     MEM_ALLOC,

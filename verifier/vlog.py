@@ -2,7 +2,7 @@
 register/stack state (a subset of `print_verifier_state`).
 
 Level 0 keeps only error lines; level 1 adds every processed instruction (`%d: (%02x) ...`,
-text from `verifier.disasm.kernel_insn_text`), the Func#/frame_desc lines and the final
+text from `verifier.asm.disasm.kernel_insn_text`), the Func#/frame_desc lines and the final
 statistics and `from %d to %d:` with the full state when a branch is popped; level 2 adds
 the state after each instruction (aligned on the insn line like `vlog_alignment`)."""
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from verifier.disasm import kernel_insn_text
-from verifier.insn import Insn
+from verifier.asm.disasm import kernel_insn_text
+from verifier.isa.insn import Insn
 from verifier.regtypes import (
     NOT_INIT,
     PTR_TO_BTF_ID,

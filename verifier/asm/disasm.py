@@ -1,20 +1,20 @@
 """Disassembler: instruction slots -> text, in two dialects.
 
-* `insn_text` / `disassemble`: the `llvm-objdump -d` syntax that `verifier.asm` reads back.
+* `insn_text` / `disassemble`: the `llvm-objdump -d` syntax that `verifier.asm.assembler` reads back.
   `disassemble(program)` is canonical: `assemble(disassemble(p))` rebuilds p exactly, and
   canonical text survives text -> Program -> text unchanged.
 * `kernel_insn_text`: the kernel verifier log's `(%02x) ...` form (`print_bpf_insn`).
 
-Both expect instructions that `verifier.decode` accepts; anything else prints as
+Both expect instructions that `verifier.isa.decode` accepts; anything else prints as
 `<invalid 0x..>` rather than raising, so logs of broken programs stay readable."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from verifier.asm import DEFAULT_LICENSE, DEFAULT_PROG_TYPE
-from verifier.asm_syntax import ALU_OPS, FETCH_OPS, JMP_OPS, LOCK_OPS, MOVSX_OFF, SIZES, SX_SIZES
-from verifier.insn import (
+from verifier.asm.assembler import DEFAULT_LICENSE, DEFAULT_PROG_TYPE
+from verifier.asm.line import ALU_OPS, FETCH_OPS, JMP_OPS, LOCK_OPS, MOVSX_OFF, SIZES, SX_SIZES
+from verifier.isa.insn import (
     BPF_ABS,
     BPF_ALU,
     BPF_ALU64,

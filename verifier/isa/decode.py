@@ -10,7 +10,7 @@ division by a constant zero, writes to r10, ...) belong to the verifier, not her
 from __future__ import annotations
 
 from verifier.errors import DecodeError
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_ABS,
     BPF_ADD,
     BPF_ALU,

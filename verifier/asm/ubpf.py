@@ -17,7 +17,7 @@ whitespace with an optional trailing comma, so a memory operand is one token
 
 Immediates are hex (`0x`, must fit in u32; taken as its s32 bit pattern) or signed decimal
 within i32; lddw takes any 64-bit value; offsets must fit in i16. Registers %r0-%r15 are
-accepted (the negative tests use %r11+); `verifier.decode` rejects what the ISA does not
+accepted (the negative tests use %r11+); `verifier.isa.decode` rejects what the ISA does not
 allow, this module only rejects what does not parse. Every error is an `UbpfAsmError`
 whose `reason` is the suite's expected string ("Invalid register", "Invalid mnemonic",
 "Invalid number of operands for lock", "Immediate out of 32-bit range", ...)."""
@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 
 from verifier.errors import AsmError
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_ALU,
     BPF_ALU64,
     BPF_ATOMIC,

@@ -4,9 +4,9 @@ Owns the file-level grammar: functions (`name:` at column 0; the first is the ma
 program), local labels (`.L*` / `LBB*`, may be indented), directives, comments (`;`, `#`,
 `//`), pasted `llvm-objdump -d` listings (headers, address and raw-byte columns, `<sym>:`
 lines, `<LBB..>` jump annotations), and symbol resolution (jump labels, bpf2bpf/kfunc call
-targets, struct type ids). The grammar of one instruction lives in `verifier.asm_syntax`.
+targets, struct type ids). The grammar of one instruction lives in `verifier.asm.line`.
 
-Extensions beyond what LLVM prints (all produced by `verifier.disasm`):
+Extensions beyond what LLVM prints (all produced by `verifier.asm.disasm`):
   `.global NAME` / `.globl NAME`   the function gets linkage "global" (default "static")
   `.exception_callback NAME`      Program.exception_cb
   `.struct NAME SIZE [ID]`        a local struct type; ids are 1, 2, 3... in declaration order
@@ -23,9 +23,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from verifier.asm_syntax import LineError, Ref, off16, parse_insn
+from verifier.asm.line import LineError, Ref, off16, parse_insn
 from verifier.errors import AsmError
-from verifier.insn import BPF_JA, BPF_JMP32, BPF_PSEUDO_CALL, BPF_PSEUDO_FUNC, BPF_PSEUDO_KFUNC_CALL, Insn
+from verifier.isa.insn import BPF_JA, BPF_JMP32, BPF_PSEUDO_CALL, BPF_PSEUDO_FUNC, BPF_PSEUDO_KFUNC_CALL, Insn
 from verifier.kfuncs import KFUNCS_BY_NAME
 from verifier.program import FuncSym, Program, StructType
 

@@ -2,7 +2,7 @@
 
 Owns the vocabulary every other module speaks: one `Insn` is one 8-byte slot, `ld_imm64`
 is two slots, and every pc in the project is a slot index, exactly as in the kernel.
-Validation of reserved fields lives in `verifier.decode`; this module never rejects input.
+Validation of reserved fields lives in `verifier.isa.decode`; this module never rejects input.
 """
 
 from __future__ import annotations

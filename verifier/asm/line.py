@@ -1,9 +1,9 @@
 """One line of BPF assembly text -> instruction slots: the operand grammar of the syntax
-`llvm-objdump -d` prints for BPF (plus the few extensions listed in `verifier.asm`).
+`llvm-objdump -d` prints for BPF (plus the few extensions listed in `verifier.asm.assembler`).
 
 Owns only the per-instruction grammar and its range checks. Symbols (labels, functions,
 kfuncs, structs) are not resolved here: an instruction that names one comes back with a
-`Ref` that `verifier.asm` patches once the whole file has been read. Errors are
+`Ref` that `verifier.asm.assembler` patches once the whole file has been read. Errors are
 `LineError` without a location; the caller adds `file:line`."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from verifier.insn import (
+from verifier.isa.insn import (
     BPF_ABS,
     BPF_ADD,
     BPF_ALU,
