@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from verifier.btf import (
+from verifier.errors import LoadError
+from verifier.load.btf import (
     BTF_KIND_DATASEC,
     BTF_KIND_DECL_TAG,
     BTF_KIND_FUNC,
@@ -17,8 +18,7 @@ from verifier.btf import (
     KIND_NAMES,
     parse_btf,
 )
-from verifier.btf_ext import BPF_CORE_TYPE_ID_LOCAL, parse_btf_ext
-from verifier.errors import LoadError
+from verifier.load.btf_ext import BPF_CORE_TYPE_ID_LOCAL, parse_btf_ext
 
 PROGS = Path(__file__).parent / "progs"
 

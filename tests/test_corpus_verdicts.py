@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from verifier.checker import check
-from verifier.elf import load_object
 from verifier.errors import LoadError, VerifierError
+from verifier.load.object import load_object
 
 PROGS = Path(__file__).parent / "progs"
 DEVIATIONS_DOC = Path(__file__).parent.parent / "docs" / "deviations.md"

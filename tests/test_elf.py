@@ -13,8 +13,6 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from unwind import objcmd
-from verifier.elf import kfunc_btf_id, load_object, load_object_bytes, prog_section_type
-from verifier.elf_maps import BPF_F_RDONLY_PROG
 from verifier.errors import DecodeError, LoadError
 from verifier.isa.insn import (
     BPF_PSEUDO_CALL,
@@ -24,6 +22,9 @@ from verifier.isa.insn import (
     BPF_PSEUDO_MAP_VALUE,
 )
 from verifier.kfuncs import KFUNCS_BY_NAME
+from verifier.load.maps import BPF_F_RDONLY_PROG
+from verifier.load.model import kfunc_btf_id, prog_section_type
+from verifier.load.object import load_object, load_object_bytes
 from verifier.program import FuncProto
 
 PROGS = Path(__file__).parent / "progs"

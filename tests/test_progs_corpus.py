@@ -15,9 +15,9 @@ import pytest
 
 from unwind import objcmd, pipeline
 from verifier import kfuncs
-from verifier.elf import load_object, load_object_bytes
 from verifier.errors import DecodeError, LoadError
 from verifier.kfuncs import KF, ArgKind, KfuncProto, RetKind
+from verifier.load.object import load_object, load_object_bytes
 
 PROGS = Path(__file__).parent / "progs"
 EXPECTED = json.loads((PROGS / "expected.json").read_text())

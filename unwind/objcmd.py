@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from verifier.elf import load_object
-from verifier.elf_disasm import disassemble_object
 from verifier.errors import LoadError
+from verifier.load.objdump import disassemble_object
+from verifier.load.object import load_object
 from verifier.program import Program
 
 ELF_MAGIC = b"\x7fELF"

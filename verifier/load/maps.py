@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from verifier.btf import BTF_KIND_ARRAY, BTF_KIND_PTR, BTF_KIND_STRUCT, BTF_KIND_VAR, Btf
-from verifier.elf_file import ElfImage, Section
 from verifier.errors import LoadError
+from verifier.load.btf import BTF_KIND_ARRAY, BTF_KIND_PTR, BTF_KIND_STRUCT, BTF_KIND_VAR, Btf
+from verifier.load.elf_file import ElfImage, Section
 
 MAP_TYPES = {
     0: "unspec", 1: "hash", 2: "array", 3: "prog_array", 4: "perf_event_array", 5: "percpu_hash",

@@ -13,11 +13,11 @@ from __future__ import annotations
 import bisect
 
 from verifier.asm.disasm import insn_text
-from verifier.elf_file import ElfImage, Section, Symbol, read_elf
-from verifier.elf_link import reloc_name
 from verifier.errors import LoadError
 from verifier.isa.decode import decode
 from verifier.isa.insn import Insn, ld_imm64_value
+from verifier.load.elf_file import ElfImage, Section, Symbol, read_elf
+from verifier.load.link import reloc_name
 
 
 def _label_symbols(image: ElfImage, sec: Section) -> list[Symbol]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from verifier.btf import Btf
 from verifier.errors import LoadError
+from verifier.load.btf import Btf
 
 _HDR = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, func/line info off/len
 _CORE_HDR = struct.Struct("<II")

@@ -17,20 +17,6 @@ program also gets every function's signature (Program.func_protos), all its
 
 from __future__ import annotations
 
-from verifier.btf import BTF_KIND_STRUCT, BTF_KIND_UNION
-from verifier.btf_ext import BPF_CORE_TYPE_ID_LOCAL
-from verifier.elf import (
-    CTX_STRUCTS,
-    EXCEPTION_CB_TAG,
-    FuncDef,
-    LoadedObject,
-    MapRef,
-    ProgramInfo,
-    kfunc_btf_id,
-    prog_section_type,
-)
-from verifier.elf_file import Reloc, Symbol
-from verifier.elf_maps import is_data_section
 from verifier.errors import LoadError
 from verifier.isa.decode import decode
 from verifier.isa.insn import (
@@ -40,6 +26,20 @@ from verifier.isa.insn import (
     BPF_PSEUDO_MAP_FD,
     BPF_PSEUDO_MAP_VALUE,
     Insn,
+)
+from verifier.load.btf import BTF_KIND_STRUCT, BTF_KIND_UNION
+from verifier.load.btf_ext import BPF_CORE_TYPE_ID_LOCAL
+from verifier.load.elf_file import Reloc, Symbol
+from verifier.load.maps import is_data_section
+from verifier.load.model import (
+    CTX_STRUCTS,
+    EXCEPTION_CB_TAG,
+    FuncDef,
+    LoadedObject,
+    MapRef,
+    ProgramInfo,
+    kfunc_btf_id,
+    prog_section_type,
 )
 from verifier.program import FuncProto, FuncSym, Program, StructType
 
