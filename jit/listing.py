@@ -12,7 +12,7 @@ import capstone
 from jit.image import JitImage, JitProgram
 from verifier.asm.disasm import insn_text
 from verifier.isa.insn import Insn
-from verifier.kfuncs import KFUNCS_BY_ID
+from verifier.protos.kfuncs import KFUNCS_BY_ID
 
 _PUSH_NAMES = ("rbx", "r13", "r14", "r15")
 

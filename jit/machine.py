@@ -50,7 +50,7 @@ from jit.layout import (
     stub_address,
 )
 from verifier.errors import BpfUnwindError
-from verifier.kfuncs import KFUNCS
+from verifier.protos.kfuncs import KFUNCS
 
 REG_IDS: dict[str, int] = {
     "rax": x86.UC_X86_REG_RAX,

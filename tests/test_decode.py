@@ -15,7 +15,7 @@ from verifier.asm.line import parse_insn
 from verifier.errors import DecodeError
 from verifier.isa.decode import decode, encode
 from verifier.isa.insn import Insn
-from verifier.kfuncs import KFUNCS_BY_NAME
+from verifier.protos.kfuncs import KFUNCS_BY_NAME
 
 NEGATIVE = Path("/work/shared/conformance/negative")
 CORPUS = Path(__file__).parent / "asm_corpus"

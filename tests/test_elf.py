@@ -21,11 +21,11 @@ from verifier.isa.insn import (
     BPF_PSEUDO_MAP_FD,
     BPF_PSEUDO_MAP_VALUE,
 )
-from verifier.kfuncs import KFUNCS_BY_NAME
 from verifier.load.maps import BPF_F_RDONLY_PROG
 from verifier.load.model import kfunc_btf_id, prog_section_type
 from verifier.load.object import load_object, load_object_bytes
 from verifier.program import FuncProto
+from verifier.protos.kfuncs import KFUNCS_BY_NAME
 
 PROGS = Path(__file__).parent / "progs"
 OBJECTS = sorted(PROGS.glob("*.o"))

@@ -23,8 +23,8 @@ from unwind.ledger import FREED_BY_DROP, Ledger
 from unwind.result import RunResult
 from unwind.unwinder import UnwindError
 from verifier.asm.ubpf import assemble_ubpf
-from verifier.kfuncs import KFUNCS_BY_NAME
 from verifier.program import FdTab, Subprog, VerifiedProgram
+from verifier.protos.kfuncs import KFUNCS_BY_NAME
 
 E2E = Path(__file__).parent / "e2e"
 PROGRAMS = ["demo", "four_frames.s", "no_throw.s", "derived_ptr.s", "empty_frame.s"]

@@ -36,7 +36,6 @@ from verifier.isa.insn import (
     mov64_imm,
     mov64_reg,
 )
-from verifier.kfuncs import KFUNCS_BY_NAME
 from verifier.patch import PatchState, WorkSubprog, append_subprog, patch_insn, remove_insns
 from verifier.program import (
     CheckResult,
@@ -49,6 +48,7 @@ from verifier.program import (
     SubprogKind,
     VerifiedProgram,
 )
+from verifier.protos.kfuncs import KFUNCS_BY_NAME
 
 THROW = call_kfunc(KFUNCS_BY_NAME["bpf_throw"].btf_id)
 OBJ_NEW = call_kfunc(KFUNCS_BY_NAME["bpf_obj_new_impl"].btf_id)

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from unwind import objcmd, pipeline
-from verifier import kfuncs
 from verifier.errors import DecodeError, LoadError
-from verifier.kfuncs import KF, ArgKind, KfuncProto, RetKind
 from verifier.load.object import load_object, load_object_bytes
+from verifier.protos import kfuncs
+from verifier.protos.kfuncs import KF, ArgKind, KfuncProto, RetKind
 
 PROGS = Path(__file__).parent / "progs"
 EXPECTED = json.loads((PROGS / "expected.json").read_text())

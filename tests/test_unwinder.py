@@ -32,8 +32,8 @@ from unwind.ledger import Ledger
 from unwind.runner import default_ctx, run_jit_program
 from unwind.unwinder import UnwindError, spilled_caller_reg_off
 from verifier.errors import BpfUnwindError
-from verifier.kfuncs import KFUNCS_BY_NAME
 from verifier.program import FdEntry, FdTab, FrameDesc, SpillType, Subprog, VerifiedProgram
+from verifier.protos.kfuncs import KFUNCS_BY_NAME
 from verifier.regtypes import SCALAR_VALUE, BaseType
 
 

@@ -16,7 +16,7 @@ It is unwind.kernel + unwind.unwinder for the other engine, recording into the s
   to the exception callback on main's frame with R1 = cookie (`jit.interp.Transfer`).
   An `UnwoundFrame` of this engine counts in insns: ip = the return pc (call pc + 1),
   ret_offset = ip - subprog start, sp = bp = the frame's R10.
-- every other kfunc of verifier.kfuncs.KFUNCS is a named "not modelled" `KernelError`.
+- every other kfunc of verifier.protos.kfuncs.KFUNCS is a named "not modelled" `KernelError`.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from unwind.ledger import Ledger
 from unwind.result import RunResult, UnwoundFrame
 from unwind.run_state import KernelError, RunState
 from unwind.runner import default_ctx
-from verifier.kfuncs import KFUNCS
 from verifier.program import VerifiedProgram
+from verifier.protos.kfuncs import KFUNCS
 
 __all__ = ["InterpKernel", "run_interp"]
 

@@ -1,6 +1,6 @@
 """The kernel model behind the kfunc stubs: bpf_obj_new_impl, bpf_obj_drop_impl, bpf_throw.
 
-Slot i of the stub region (jit.layout.stub_address(i)) is verifier.kfuncs.KFUNCS[i]; the
+Slot i of the stub region (jit.layout.stub_address(i)) is verifier.protos.kfuncs.KFUNCS[i]; the
 JIT is compiled against `kfunc_stub_addrs()` so its `call rel32` land on these stubs. Each
 stub is a lone `ret` with a code hook bound to its address: the handler reads its
 arguments from the BPF argument registers (R1 = rdi, R2 = rsi), sets rax, and the `ret`
@@ -20,7 +20,7 @@ from unwind.ledger import Ledger
 from unwind.run_state import KernelError, RunState
 from unwind.unwind_table import UnwindTable, table_for
 from unwind.unwinder import bpf_throw
-from verifier.kfuncs import KFUNCS
+from verifier.protos.kfuncs import KFUNCS
 
 __all__ = ["Kernel", "KernelError", "kfunc_stub_addrs"]
 

@@ -17,8 +17,8 @@ from unwind.cleanup import UnwindError
 from unwind.ledger import FREED_BY_DROP, Ledger
 from unwind.result import RunResult, UnwoundFrame
 from verifier.errors import BpfUnwindError
-from verifier.kfuncs import KFUNCS
 from verifier.program import StructType
+from verifier.protos.kfuncs import KFUNCS
 
 _Arg = TypeVar("_Arg")
 _Ret = TypeVar("_Ret")

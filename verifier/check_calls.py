@@ -1,4 +1,4 @@
-"""Calls and exits: kfunc calls checked against verifier.kfuncs prototypes
+"""Calls and exits: kfunc calls checked against verifier.protos.kfuncs prototypes
 (`check_kfunc_call`), bpf2bpf calls (`check_func_call`: static callees get a new frame,
 global callees are assumed valid and, if throw reachable, get the patch-02 exception branch)
 and `BPF_EXIT` (`prepare_func_exit`, `check_return_code` (verifier.check_return),
@@ -11,8 +11,8 @@ from verifier.check_env import Env
 from verifier.check_return import MAX_BPF_FUNC_REG_ARGS, check_return_code, returns_void, unsupported_arg_text
 from verifier.exceptions import check_reference_leak
 from verifier.isa.insn import MAX_CALL_FRAMES, Insn
-from verifier.kfuncs import KF, KFUNCS_BY_ID, ArgKind, KfuncProto, RetKind
 from verifier.program import FuncProto
+from verifier.protos.kfuncs import KF, KFUNCS_BY_ID, ArgKind, KfuncProto, RetKind
 from verifier.regtypes import NOT_INIT, PTR_TO_CTX, PTR_TO_STACK, SCALAR_VALUE, base_type
 from verifier.state import (
     RefState,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from verifier.check_env import Env
 from verifier.isa.insn import BPF_JA, BPF_JMP, BPF_JMP32, Insn
-from verifier.kfuncs import is_bpf_throw_kfunc
 from verifier.program import FdTab, SubprogInfo
+from verifier.protos.kfuncs import is_bpf_throw_kfunc
 
 
 def is_throw(insn: Insn) -> bool:

@@ -69,7 +69,6 @@ from verifier.isa.insn import (
     mov64_imm,
     mov64_reg,
 )
-from verifier.kfuncs import BPF_THROW_BTF_ID, KFUNCS_BY_NAME, is_bpf_throw_kfunc
 from verifier.patch import (
     PatchState,
     WorkSubprog,
@@ -80,6 +79,7 @@ from verifier.patch import (
     remove_insns,
 )
 from verifier.program import CheckResult, FdTab, Program, StructType, Subprog, SubprogKind, VerifiedProgram
+from verifier.protos.kfuncs import BPF_THROW_BTF_ID, KFUNCS_BY_NAME, is_bpf_throw_kfunc
 from verifier.regusage import detect_reg_usage
 
 DEFAULT_CB_NAME = "__exception_cb_default"

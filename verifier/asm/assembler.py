@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from verifier.asm.line import LineError, Ref, off16, parse_insn
 from verifier.errors import AsmError
 from verifier.isa.insn import BPF_JA, BPF_JMP32, BPF_PSEUDO_CALL, BPF_PSEUDO_FUNC, BPF_PSEUDO_KFUNC_CALL, Insn
-from verifier.kfuncs import KFUNCS_BY_NAME
 from verifier.program import FuncSym, Program, StructType
+from verifier.protos.kfuncs import KFUNCS_BY_NAME
 
 LOCAL_LABEL_PREFIXES = (".L", "LBB")
 DEFAULT_PROG_TYPE = "tc"

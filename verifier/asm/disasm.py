@@ -47,8 +47,8 @@ from verifier.isa.insn import (
     Insn,
     ld_imm64_value,
 )
-from verifier.kfuncs import KFUNCS_BY_ID
 from verifier.program import Program
+from verifier.protos.kfuncs import KFUNCS_BY_ID
 
 _ALU_TEXT = {v: k for k, v in ALU_OPS.items()}  # (op, off) -> "+=" ...
 _JMP_TEXT = {v: k for k, v in JMP_OPS.items()}

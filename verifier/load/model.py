@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from verifier.errors import LoadError
-from verifier.kfuncs import KFUNCS_BY_NAME
 from verifier.load.btf import Btf
 from verifier.load.btf_ext import BtfExt
 from verifier.load.elf_file import ElfImage
 from verifier.load.maps import MapDef
 from verifier.program import Program
+from verifier.protos.kfuncs import KFUNCS_BY_NAME
 
 EXCEPTION_CB_TAG = "exception_callback:"
 # Program section name (or prefix ending in "/") -> Program.prog_type. A leading "?" only
@@ -125,7 +125,7 @@ class LoadedObject:
 
 
 def kfunc_btf_id(name: str) -> int | None:
-    """Our BTF id of kfunc `name` (verifier.kfuncs table), None if the table has no such kfunc."""
+    """Our BTF id of kfunc `name` (verifier.protos.kfuncs table), None if the table has no such kfunc."""
     proto = KFUNCS_BY_NAME.get(name)
     return proto.btf_id if proto else None
 
