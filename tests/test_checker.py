@@ -1,4 +1,4 @@
-"""verifier.checker: register/stack/ctx/object rules, calls, exits, CFG, pruning, limits,
+"""verifier.check.checker: register/stack/ctx/object rules, calls, exits, CFG, pruning, limits,
 the log layout and the patch-01 reachability pass. Data first: program text + outcome."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-import verifier.check_loop
+import verifier.check.loop
 from verifier.asm.assembler import assemble
-from verifier.checker import check
+from verifier.check.checker import check
 from verifier.errors import VerifierError
 from verifier.isa.insn import BPF_JEQ, Insn, call_pseudo, exit_insn, ja, jmp_imm, ld_imm64, mov64_imm
 from verifier.program import CheckResult, FuncProto, FuncSym, Program
@@ -348,7 +348,7 @@ def test_level0_keeps_only_the_error():
 
 
 def test_insn_limit(monkeypatch):
-    monkeypatch.setattr(verifier.check_loop, "BPF_COMPLEXITY_LIMIT_INSNS", 100)
+    monkeypatch.setattr(verifier.check.loop, "BPF_COMPLEXITY_LIMIT_INSNS", 100)
     text = "main:\n\tr0 = 0\n.Lloop:\n\tr0 += 1\n\tif r0 < 1000 goto .Lloop\n\texit\n"
     assert str(rejected(text)) == "BPF program is too large. Processed 101 insn"
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from verifier.checker import check
+from verifier.check.checker import check
 from verifier.errors import LoadError, VerifierError
 from verifier.load.object import load_object
 

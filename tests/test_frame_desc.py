@@ -7,15 +7,20 @@ from __future__ import annotations
 import pytest
 
 from verifier.asm.assembler import assemble
-from verifier.check_cfg import setup_subprogs
-from verifier.check_env import Env, Rejected
-from verifier.checker import check
+from verifier.check.cfg import setup_subprogs
+from verifier.check.checker import check
+from verifier.check.env import Env, Rejected
+from verifier.check.exceptions import (
+    MERGE_FAILED,
+    fde_text,
+    gen_exception_frame_descs,
+    push_exception_frame_desc,
+)
+from verifier.check.state import RefState, RegState, VerifierState, new_frame, states_equal
+from verifier.check.vlog import VLog
 from verifier.errors import VerifierError
-from verifier.exceptions import MERGE_FAILED, fde_text, gen_exception_frame_descs, push_exception_frame_desc
 from verifier.program import CheckResult, FdEntry, FdTab, SpillType
 from verifier.regtypes import MEM_ALLOC, NOT_INIT, PTR_TO_BTF_ID, PTR_TO_CTX, SCALAR_VALUE
-from verifier.state import RefState, RegState, VerifierState, new_frame, states_equal
-from verifier.vlog import VLog
 
 OBJ_T = PTR_TO_BTF_ID | MEM_ALLOC
 REG = SpillType.STACK_INVALID  # spill_type of register entries

@@ -14,7 +14,7 @@ from unwind.kernel import kfunc_stub_addrs
 from unwind.result import RunResult
 from unwind.runner import ProgramRunner
 from verifier.asm.assembler import assemble
-from verifier.checker import check
+from verifier.check.checker import check
 from verifier.errors import LoadError
 from verifier.fixups import finalize
 from verifier.program import Program, VerifiedProgram

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from verifier.check_alu import check_alu_op, check_cond_jmp_op
-from verifier.check_calls import check_func_call, check_helper_call, check_kfunc_call, process_exit
-from verifier.check_cfg import is_throw
-from verifier.check_env import BPF_COMPLEXITY_LIMIT_INSNS, Env
-from verifier.check_mem import check_ld_imm64, check_mem_insn
-from verifier.exceptions import throw_exit
+from verifier.check.alu import check_alu_op, check_cond_jmp_op
+from verifier.check.calls import check_func_call, check_helper_call, check_kfunc_call, process_exit
+from verifier.check.cfg import is_throw
+from verifier.check.env import BPF_COMPLEXITY_LIMIT_INSNS, Env
+from verifier.check.exceptions import throw_exit
+from verifier.check.mem import check_ld_imm64, check_mem_insn
+from verifier.check.state import VerifierState, states_equal
+from verifier.check.vlog import frame_state_text
 from verifier.isa.insn import (
     BPF_ALU,
     BPF_ALU64,
@@ -26,8 +28,6 @@ from verifier.isa.insn import (
     BPF_STX,
     Insn,
 )
-from verifier.state import VerifierState, states_equal
-from verifier.vlog import frame_state_text
 
 BPF_COMPLEXITY_LIMIT_JMP_SEQ = 8192
 

@@ -8,15 +8,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from verifier.check.vlog import VLog
 from verifier.isa.insn import Insn
 from verifier.program import FdTab, Program, SubprogInfo
-from verifier.vlog import VLog
 
 BPF_COMPLEXITY_LIMIT_INSNS = 1_000_000
 
 
 class Rejected(Exception):
-    """Internal: raised by Env.reject, turned into VerifierError by verifier.checker.check."""
+    """Internal: raised by Env.reject, turned into VerifierError by verifier.check.checker.check."""
 
     def __init__(self, msg: str, insn_idx: int | None) -> None:
         super().__init__(msg)

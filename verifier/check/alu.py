@@ -1,5 +1,5 @@
 """ALU instructions and conditional jumps (`check_alu_op`, `adjust_*_min_max_vals`,
-`check_cond_jmp_op`, `is_branch_taken`) on the small scalar model of verifier.state:
+`check_cond_jmp_op`, `is_branch_taken`) on the small scalar model of verifier.check.state:
 known constants fold exactly (32-bit ops zero-extend), everything else is unknown;
 pointers move by constant offsets only; NULL checks split maybe-NULL pointers."""
 
@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from verifier.check_env import Env
+from verifier.check.env import Env
+from verifier.check.state import U64_MASK, RegState, VerifierState, mark_ptr_or_null_regs, scalar
 from verifier.isa.insn import (
     BPF_ADD,
     BPF_ALU64,
@@ -41,7 +42,6 @@ from verifier.isa.insn import (
     Insn,
 )
 from verifier.regtypes import NOT_INIT, SCALAR_VALUE, base_type, reg_type_str
-from verifier.state import U64_MASK, RegState, VerifierState, mark_ptr_or_null_regs, scalar
 
 ALU_OP_TEXT = {
     BPF_ADD: "+=", BPF_SUB: "-=", BPF_MUL: "*=", BPF_DIV: "/=", BPF_OR: "|=", BPF_AND: "&=",

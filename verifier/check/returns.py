@@ -18,11 +18,11 @@ exactly one scalar."""
 
 from __future__ import annotations
 
-from verifier.check_alu import check_reg_read
-from verifier.check_env import Env
+from verifier.check.alu import check_reg_read
+from verifier.check.env import Env
+from verifier.check.state import RegState, VerifierState
 from verifier.program import FuncProto
 from verifier.regtypes import SCALAR_VALUE, reg_type_str
-from verifier.state import RegState, VerifierState
 
 S64_MIN, S64_MAX = -(1 << 63), (1 << 63) - 1
 MAX_BPF_FUNC_REG_ARGS = 5

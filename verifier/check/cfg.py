@@ -6,7 +6,7 @@ called directly, no bpf_throw reachable from it), `seen_throw_insn` and the prun
 
 from __future__ import annotations
 
-from verifier.check_env import Env
+from verifier.check.env import Env
 from verifier.isa.insn import BPF_JA, BPF_JMP, BPF_JMP32, Insn
 from verifier.program import FdTab, SubprogInfo
 from verifier.protos.kfuncs import is_bpf_throw_kfunc

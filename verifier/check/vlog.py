@@ -11,16 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from verifier.asm.disasm import kernel_insn_text
-from verifier.isa.insn import Insn
-from verifier.regtypes import (
-    NOT_INIT,
-    PTR_TO_BTF_ID,
-    PTR_TO_STACK,
-    SCALAR_VALUE,
-    base_type,
-    reg_type_str,
-)
-from verifier.state import (
+from verifier.check.state import (
     BPF_REG_SIZE,
     STACK_INVALID,
     STACK_MISC,
@@ -29,6 +20,15 @@ from verifier.state import (
     FuncState,
     RegState,
     VerifierState,
+)
+from verifier.isa.insn import Insn
+from verifier.regtypes import (
+    NOT_INIT,
+    PTR_TO_BTF_ID,
+    PTR_TO_STACK,
+    SCALAR_VALUE,
+    base_type,
+    reg_type_str,
 )
 
 SLOT_TYPE_CHAR = {STACK_INVALID: "?", STACK_SPILL: "r", STACK_MISC: "m", STACK_ZERO: "0"}

@@ -1,20 +1,21 @@
 """Calls and exits: kfunc calls checked against verifier.protos.kfuncs prototypes
 (`check_kfunc_call`), bpf2bpf calls (`check_func_call`: static callees get a new frame,
 global callees are assumed valid and, if throw reachable, get the patch-02 exception branch)
-and `BPF_EXIT` (`prepare_func_exit`, `check_return_code` (verifier.check_return),
+and `BPF_EXIT` (`prepare_func_exit`, `check_return_code` (verifier.check.returns),
 `check_reference_leak`)."""
 
 from __future__ import annotations
 
-from verifier.check_alu import check_reg_read
-from verifier.check_env import Env
-from verifier.check_return import MAX_BPF_FUNC_REG_ARGS, check_return_code, returns_void, unsupported_arg_text
-from verifier.exceptions import check_reference_leak
-from verifier.isa.insn import MAX_CALL_FRAMES, Insn
-from verifier.program import FuncProto
-from verifier.protos.kfuncs import KF, KFUNCS_BY_ID, ArgKind, KfuncProto, RetKind
-from verifier.regtypes import NOT_INIT, PTR_TO_CTX, PTR_TO_STACK, SCALAR_VALUE, base_type
-from verifier.state import (
+from verifier.check.alu import check_reg_read
+from verifier.check.env import Env
+from verifier.check.exceptions import check_reference_leak
+from verifier.check.returns import (
+    MAX_BPF_FUNC_REG_ARGS,
+    check_return_code,
+    returns_void,
+    unsupported_arg_text,
+)
+from verifier.check.state import (
     RefState,
     VerifierState,
     alloc_obj,
@@ -23,6 +24,10 @@ from verifier.state import (
     release_reference,
     scalar,
 )
+from verifier.isa.insn import MAX_CALL_FRAMES, Insn
+from verifier.program import FuncProto
+from verifier.protos.kfuncs import KF, KFUNCS_BY_ID, ArgKind, KfuncProto, RetKind
+from verifier.regtypes import NOT_INIT, PTR_TO_CTX, PTR_TO_STACK, SCALAR_VALUE, base_type
 
 CALLER_SAVED = range(0, 6)  # R0-R5
 

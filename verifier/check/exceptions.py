@@ -17,20 +17,9 @@ marked `# deviation:` where it is implemented:
 
 from __future__ import annotations
 
-from verifier.check_cfg import is_throw
-from verifier.check_env import Env
-from verifier.isa.insn import MAX_CALL_FRAMES, slot_count
-from verifier.program import SPILL_TYPE_NAMES, FdEntry, FdTab, FrameDesc, SpillType
-from verifier.regtypes import (
-    MEM_ALLOC,
-    NOT_INIT,
-    PTR_MAYBE_NULL,
-    PTR_TO_BTF_ID,
-    SCALAR_VALUE,
-    base_type,
-    reg_type_str,
-)
-from verifier.state import (
+from verifier.check.cfg import is_throw
+from verifier.check.env import Env
+from verifier.check.state import (
     BPF_REG_SIZE,
     STACK_INVALID,
     STACK_MISC,
@@ -41,6 +30,17 @@ from verifier.state import (
     VerifierState,
     not_init,
     release_reference,
+)
+from verifier.isa.insn import MAX_CALL_FRAMES, slot_count
+from verifier.program import SPILL_TYPE_NAMES, FdEntry, FdTab, FrameDesc, SpillType
+from verifier.regtypes import (
+    MEM_ALLOC,
+    NOT_INIT,
+    PTR_MAYBE_NULL,
+    PTR_TO_BTF_ID,
+    SCALAR_VALUE,
+    base_type,
+    reg_type_str,
 )
 
 # The name `btf_get_name()` gives the program's own BTF (local struct types): it has none.

@@ -9,16 +9,16 @@ which is followed by the two entries that failed to merge)."""
 
 from __future__ import annotations
 
-from verifier.check_cfg import check_cfg, setup_subprogs
-from verifier.check_env import BPF_COMPLEXITY_LIMIT_INSNS, Env, Rejected
-from verifier.check_loop import DoCheck
-from verifier.check_return import check_func_proto
+from verifier.check.cfg import check_cfg, setup_subprogs
+from verifier.check.env import BPF_COMPLEXITY_LIMIT_INSNS, Env, Rejected
+from verifier.check.exceptions import mark_exception_reachable_subprogs
+from verifier.check.loop import DoCheck
+from verifier.check.returns import check_func_proto
+from verifier.check.state import VerifierState, ctx_ptr, new_frame, scalar
+from verifier.check.vlog import VLog
 from verifier.errors import VerifierError
-from verifier.exceptions import mark_exception_reachable_subprogs
 from verifier.isa.insn import BPF_REG_1
 from verifier.program import CheckResult, Program
-from verifier.state import VerifierState, ctx_ptr, new_frame, scalar
-from verifier.vlog import VLog
 
 
 def check(prog: Program, log_level: int = 1) -> CheckResult:

@@ -6,8 +6,20 @@ bpf_obj_new objects; plus ld_imm64 (constants only: maps and global data are not
 
 from __future__ import annotations
 
-from verifier.check_alu import check_reg_read, check_reg_write, signed_value
-from verifier.check_env import Env
+from verifier.check.alu import check_reg_read, check_reg_write, signed_value
+from verifier.check.env import Env
+from verifier.check.state import (
+    BPF_REG_SIZE,
+    STACK_INVALID,
+    STACK_MISC,
+    STACK_SPILL,
+    STACK_ZERO,
+    RegState,
+    StackSlot,
+    VerifierState,
+    not_init,
+    scalar,
+)
 from verifier.isa.insn import (
     BPF_ATOMIC,
     BPF_B,
@@ -27,18 +39,6 @@ from verifier.isa.insn import (
     ld_imm64_value,
 )
 from verifier.regtypes import PTR_TO_CTX, PTR_TO_STACK, SCALAR_VALUE, base_type, reg_type_str
-from verifier.state import (
-    BPF_REG_SIZE,
-    STACK_INVALID,
-    STACK_MISC,
-    STACK_SPILL,
-    STACK_ZERO,
-    RegState,
-    StackSlot,
-    VerifierState,
-    not_init,
-    scalar,
-)
 
 SIZES = {BPF_B: 1, BPF_H: 2, BPF_W: 4, BPF_DW: 8}
 CTX_SIZE = 192  # sizeof(struct __sk_buff) in this model
