@@ -21,7 +21,7 @@ from jit.lower import FrameShape, LowerCtx, build_epilogue, build_prologue, lowe
 from jit.x86 import JitError
 from verifier.isa.insn import BPF_PSEUDO_CALL, BPF_PSEUDO_KFUNC_CALL, Insn
 from verifier.program import FrameDesc, Subprog, VerifiedProgram
-from verifier.regusage import detect_reg_usage
+from verifier.rewrite.regusage import detect_reg_usage
 
 MAX_PASSES = 20
 PADDING_PASSES = 15

@@ -4,7 +4,7 @@ register moves, and byte swaps / endianness conversions.
 Same conventions as `jit.x86`: registers by BPF index (AUX_REG = r11), and every byte is the
 one the kernel's x86 JIT emits (shared/reference/kernel-x86-jit-and-exceptions.md §1.7).
 
-Division never faults in a jitted image: the verifier's fixups (verifier.fixups.div_mod_patch)
+Division never faults in a jitted image: the verifier's fixups (verifier.rewrite.fixups.div_mod_patch)
 have already guarded every divisor register against 0 (and, for the signed forms, against -1),
 and rewritten `sdiv/smod K` with K = -1. So these sequences contain no checks of their own.
 """

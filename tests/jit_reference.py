@@ -5,7 +5,7 @@ runs a JitProgram's main image, and the byte/capstone helpers of the encoding te
 The reference follows the ISA document, not the JIT: division by zero gives 0, modulo by
 zero leaves dst (zero-extended for 32 bits), INT_MIN s/ -1 wraps to INT_MIN and
 INT_MIN s% -1 is 0, so the JIT, which relies on the verifier's guards, is checked together
-with verifier.fixups.div_mod_patch when a test jits `patch_straight_line(program)`.
+with verifier.rewrite.fixups.div_mod_patch when a test jits `patch_straight_line(program)`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from jit.layout import (
     STUB_BASE,
     STUB_REGION_SIZE,
 )
-from verifier.fixups import div_mod_patch
 from verifier.isa.insn import (
     BPF_ADD,
     BPF_ALU,
@@ -78,7 +77,8 @@ from verifier.isa.insn import (
     mov32_reg,
 )
 from verifier.program import FdTab, FrameDesc, Subprog, SubprogKind, VerifiedProgram
-from verifier.regusage import detect_reg_usage
+from verifier.rewrite.fixups import div_mod_patch
+from verifier.rewrite.regusage import detect_reg_usage
 
 M32 = (1 << 32) - 1
 M64 = (1 << 64) - 1
@@ -242,7 +242,7 @@ def is_cmpxchg32(insn: Insn) -> bool:
 
 def rewrite(insn: Insn) -> list[Insn]:
     """What the mainline verifier leaves for the JIT in place of one insn: the div/mod
-    guards (verifier.fixups.div_mod_patch), and BPF_ZEXT_REG(R0) (`w0 = w0`, imm 1) after a
+    guards (verifier.rewrite.fixups.div_mod_patch), and BPF_ZEXT_REG(R0) (`w0 = w0`, imm 1) after a
     32-bit cmpxchg, which mainline inserts whatever bpf_jit_needs_zext() says."""
     found = div_mod_patch(insn)
     if found is not None:

@@ -7,7 +7,6 @@ pseudo call, either to the throw trampoline (throw points) or to a static/global
 import pytest
 
 from verifier.errors import VerifierError
-from verifier.fixups import DEFAULT_CB_NAME, THROW_TRAMP_NAME, finalize
 from verifier.isa.insn import (
     BPF_ADD,
     BPF_ALU,
@@ -36,7 +35,6 @@ from verifier.isa.insn import (
     mov64_imm,
     mov64_reg,
 )
-from verifier.patch import PatchState, WorkSubprog, append_subprog, patch_insn, remove_insns
 from verifier.program import (
     CheckResult,
     FdTab,
@@ -49,6 +47,8 @@ from verifier.program import (
     VerifiedProgram,
 )
 from verifier.protos.kfuncs import KFUNCS_BY_NAME
+from verifier.rewrite.fixups import DEFAULT_CB_NAME, THROW_TRAMP_NAME, finalize
+from verifier.rewrite.patch import PatchState, WorkSubprog, append_subprog, patch_insn, remove_insns
 
 THROW = call_kfunc(KFUNCS_BY_NAME["bpf_throw"].btf_id)
 OBJ_NEW = call_kfunc(KFUNCS_BY_NAME["bpf_obj_new_impl"].btf_id)
@@ -398,7 +398,7 @@ def test_gotol_is_relinked():
     assert vp.insns[0] == Insn(BPF_JMP32 | BPF_JA, 0, 0, 0, 5) and vp.insns[6] == mov64_imm(0, 0)
 
 
-# --- verifier.patch directly ---------------------------------------------------------------
+# --- verifier.rewrite.patch directly ---------------------------------------------------------------
 
 
 def state(insns, starts=(0,), descs=None):

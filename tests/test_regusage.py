@@ -19,7 +19,7 @@ from verifier.isa.insn import (
     mov64_reg,
     stx_mem,
 )
-from verifier.regusage import detect_reg_usage
+from verifier.rewrite.regusage import detect_reg_usage
 
 NONE = (False, False, False, False)
 

@@ -6,7 +6,7 @@ uninitialised stack and call helper 5, none of which our verifier models (it ver
 kernel programs against a ctx). `build_unchecked` therefore builds the `CheckResult` the
 checker would hand over for a program it accepted: every insn seen, subprogs at the
 targets of local calls (main first), MAX_BPF_STACK bytes of stack each, no frame
-descriptors, no exception; then `verifier.fixups.finalize` applies the same rewrites as for
+descriptors, no exception; then `verifier.rewrite.fixups.finalize` applies the same rewrites as for
 a verified program, so the kernel's div/mod guards are in what both engines run. Input is
 still validated by `verifier.isa.decode` (reserved fields, registers), so the `negative/`
 files are rejected by the same code that guards ELF/raw input.
@@ -37,10 +37,10 @@ from jit.machine import Machine
 from unwind.kernel import kfunc_stub_addrs
 from verifier.asm.ubpf import assemble_ubpf
 from verifier.errors import BpfUnwindError, DecodeError
-from verifier.fixups import finalize
 from verifier.isa.decode import decode
 from verifier.isa.insn import BPF_CALL, BPF_JMP, BPF_X, MAX_BPF_STACK, Insn, insns_to_bytes
 from verifier.program import CheckResult, FdTab, FuncSym, Program, SubprogInfo, VerifiedProgram
+from verifier.rewrite.fixups import finalize
 
 ENGINES = ("jit", "interp")
 HELPER_RETURN_R1 = 5  # the suite's only helper: uBPF/rbpf bind it as "return r1"

@@ -16,8 +16,8 @@ from unwind.runner import ProgramRunner
 from verifier.asm.assembler import assemble
 from verifier.check.checker import check
 from verifier.errors import LoadError
-from verifier.fixups import finalize
 from verifier.program import Program, VerifiedProgram
+from verifier.rewrite.fixups import finalize
 
 DEMO_NAME = "demo.s"
 

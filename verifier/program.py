@@ -211,7 +211,7 @@ class SubprogInfo:
 
 @dataclass
 class CheckResult:
-    """What `do_check` hands to the rewrite passes (verifier.fixups.finalize).
+    """What `do_check` hands to the rewrite passes (verifier.rewrite.fixups.finalize).
 
     pcs (fdtab pcs, seen_insns, subprog starts) index `program.insns`, i.e. the program as
     loaded, before any rewrite."""

@@ -1,7 +1,7 @@
 """The verifier's entry point, `check(prog, log_level) -> CheckResult` (`bpf_check` up to and
 including `do_check_subprogs`): subprog table and CFG checks, the series' throw reachability
 pass, symbolic execution of main, then of every global subprog (the exception callback
-included) on its own. Rewrites are not done here: verifier.fixups consumes the result.
+included) on its own. Rewrites are not done here: verifier.rewrite.fixups consumes the result.
 
 On rejection raises VerifierError(message, log=the whole log, insn_idx=the insn at fault);
 the message is the line stating the reason (the last log line, except for a merge failure,

@@ -4,7 +4,7 @@ The series (patch 08) computed `callee_regs_used` twice: the verifier in `check_
 on the program as loaded, the x86 JIT in `detect_reg_usage()` on the rewritten program. The
 unwinder trusts the verifier's copy to know which of R6-R9 a prologue pushed, so any
 divergence makes it read the wrong stack slots. Here both sides call `detect_reg_usage` on
-the final program (verifier.fixups does, after every rewrite)."""
+the final program (verifier.rewrite.fixups does, after every rewrite)."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ Kernel order (bpf_check after do_check), privileged load:
 4. The VerifiedProgram, with callee_regs_used computed by regusage.detect_reg_usage on the
    FINAL program (the series used the program as loaded, patch 08 [note]).
 
-Descriptor pcs stay absolute and exact throughout (verifier.patch) and are checked at the
+Descriptor pcs stay absolute and exact throughout (verifier.rewrite.patch) and are checked at the
 end: each must sit on a call insn of its own subprog."""
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ from verifier.isa.insn import (
     mov64_imm,
     mov64_reg,
 )
-from verifier.patch import (
+from verifier.program import CheckResult, FdTab, Program, StructType, Subprog, SubprogKind, VerifiedProgram
+from verifier.protos.kfuncs import BPF_THROW_BTF_ID, KFUNCS_BY_NAME, is_bpf_throw_kfunc
+from verifier.rewrite.patch import (
     PatchState,
     WorkSubprog,
     append_subprog,
@@ -78,9 +80,7 @@ from verifier.patch import (
     patch_insn,
     remove_insns,
 )
-from verifier.program import CheckResult, FdTab, Program, StructType, Subprog, SubprogKind, VerifiedProgram
-from verifier.protos.kfuncs import BPF_THROW_BTF_ID, KFUNCS_BY_NAME, is_bpf_throw_kfunc
-from verifier.regusage import detect_reg_usage
+from verifier.rewrite.regusage import detect_reg_usage
 
 DEFAULT_CB_NAME = "__exception_cb_default"
 THROW_TRAMP_NAME = "__bpf_throw_tramp"
