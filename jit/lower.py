@@ -21,11 +21,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from jit import x86
-from jit import x86_flow as flow
-from jit import x86_mem as mem
 from jit.lower_alu import lower_alu
-from jit.x86 import JitError
+from jit.x86 import encode as x86
+from jit.x86 import flow, mem
+from jit.x86.encode import JitError
 from verifier.isa.insn import (
     BPF_ABS,
     BPF_ADD,

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from jit import x86
-from jit import x86_alu as alu
+from jit.x86 import alu
+from jit.x86 import encode as x86
 from verifier.isa.insn import (
     BPF_ADD,
     BPF_ALU64,

@@ -17,7 +17,7 @@ from jit.layout import (
 )
 from jit.listing import listing
 from jit.lower import LowerCtx, lower_insn
-from jit.x86 import JitError
+from jit.x86.encode import JitError
 from tests.jit_reference import make_vp
 from verifier.errors import BpfUnwindError
 from verifier.isa.insn import (

@@ -9,9 +9,9 @@ import capstone
 import keystone
 import pytest
 
-from jit import x86
-from jit import x86_flow as flow
-from jit.x86 import JitError
+from jit.x86 import encode as x86
+from jit.x86 import flow
+from jit.x86.encode import JitError
 from tests.jit_reference import body, decode, one_image, text
 from verifier.isa.insn import (
     BPF_ADD,

@@ -10,10 +10,11 @@ import capstone
 import keystone
 import pytest
 
-from jit import x86_alu, x86_mem
 from jit.compile import jit_program
 from jit.listing import listing
-from jit.x86 import JitError
+from jit.x86 import alu as x86_alu
+from jit.x86 import mem as x86_mem
+from jit.x86.encode import JitError
 from tests.jit_reference import body, decode, one_image, program_vp, text
 from verifier.isa.insn import (
     BPF_ADD,

@@ -1,7 +1,7 @@
-"""x86-64 encoders for the ALU idioms beyond `jit.x86`: division and modulo, sign-extending
+"""x86-64 encoders for the ALU idioms beyond `jit.x86.encode`: division and modulo, sign-extending
 register moves, and byte swaps / endianness conversions.
 
-Same conventions as `jit.x86`: registers by BPF index (AUX_REG = r11), and every byte is the
+Same conventions as `jit.x86.encode`: registers by BPF index (AUX_REG = r11), and every byte is the
 one the kernel's x86 JIT emits (shared/reference/kernel-x86-jit-and-exceptions.md §1.7).
 
 Division never faults in a jitted image: the verifier's fixups (verifier.rewrite.fixups.div_mod_patch)
@@ -11,7 +11,7 @@ and rewritten `sdiv/smod K` with K = -1. So these sequences contain no checks of
 
 from __future__ import annotations
 
-from jit.x86 import (
+from jit.x86.encode import (
     AUX_REG,
     add_1mod,
     add_1reg,

@@ -1,15 +1,15 @@
-"""x86-64 encoders for the memory idioms beyond `jit.x86`: sign-extending loads, the atomic
+"""x86-64 encoders for the memory idioms beyond `jit.x86.encode`: sign-extending loads, the atomic
 read-modify-write instructions and the cmpxchg loop of the fetching and/or/xor, and the
 speculation barrier.
 
-Same conventions as `jit.x86` (registers by BPF index; BPF_REG_AX is r10 and AUX_REG r11,
+Same conventions as `jit.x86.encode` (registers by BPF index; BPF_REG_AX is r10 and AUX_REG r11,
 both free scratch registers inside one BPF instruction), bytes exactly as the kernel's x86
 JIT emits them (shared/reference/kernel-x86-jit-and-exceptions.md §1.7).
 """
 
 from __future__ import annotations
 
-from jit.x86 import (
+from jit.x86.encode import (
     ALU_OPCODE,
     AUX_REG,
     X86_JNE,

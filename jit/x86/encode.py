@@ -5,8 +5,8 @@ emits for the same idiom, so each byte can be explained from
 shared/reference/kernel-x86-jit-and-exceptions.md §1.2/§1.7. Registers are named by their
 BPF number (R0..R10, BPF_REG_AX = 11) plus four JIT-internal indexes below; nothing here knows
 about BPF instructions, only about x86 operands. Compares, jumps, calls and the frame
-pieces live in `jit.x86_flow`; div/mod, movsx and byte swaps in `jit.x86_alu`; sign-extending
-loads, atomics and lfence in `jit.x86_mem`.
+pieces live in `jit.x86.flow`; div/mod, movsx and byte swaps in `jit.x86.alu`; sign-extending
+loads, atomics and lfence in `jit.x86.mem`.
 """
 
 from __future__ import annotations

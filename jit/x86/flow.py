@@ -1,10 +1,10 @@
 """x86-64 encoders for control flow and frames: compares, jcc/jmp/call, the callee-saved
-pushes and pops, and the prologue/epilogue pieces. Same conventions as `jit.x86` (registers
+pushes and pops, and the prologue/epilogue pieces. Same conventions as `jit.x86.encode` (registers
 by BPF index, bytes exactly as the kernel's x86 JIT emits them)."""
 
 from __future__ import annotations
 
-from jit.x86 import (
+from jit.x86.encode import (
     X86_REG_RSP,
     JitError,
     add_1reg,
