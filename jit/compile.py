@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from jit.image import JitImage, JitProgram
 from jit.layout import CODE_BASE, CODE_REGION_SIZE, image_address
-from jit.lower import FrameShape, LowerCtx, build_epilogue, build_prologue, lower_insn
+from jit.lower import FrameShape, build_epilogue, build_prologue, lower_insn
+from jit.lower_ctx import LowerCtx
 from jit.x86.encode import JitError
 from verifier.isa.insn import BPF_PSEUDO_CALL, BPF_PSEUDO_KFUNC_CALL, Insn
 from verifier.program import FrameDesc, Subprog, VerifiedProgram

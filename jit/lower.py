@@ -18,10 +18,11 @@ load-acquire/store-release atomics). BPF_ST | BPF_NOSPEC (the verifier's barrier
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from jit.lower_alu import lower_alu
+from jit.lower_ctx import LowerCtx
 from jit.x86 import encode as x86
 from jit.x86 import flow, mem
 from jit.x86.encode import JitError
@@ -83,13 +84,6 @@ JCC = {
     BPF_JSGT: x86.X86_JG, BPF_JSLT: x86.X86_JL, BPF_JSGE: x86.X86_JGE, BPF_JSLE: x86.X86_JLE,
 }
 
-# Resolves the absolute call target of the call at subprog index k; None = not known yet
-# (sizing passes): a call is always 5 bytes, only its rel32 changes.
-CallResolver = Callable[[int, Insn], int | None]
-# Resolves the address of a pseudo-func ld_imm64 (src=4) at subprog index k.
-FuncResolver = Callable[[int, Insn], int]
-
-
 @dataclass(frozen=True)
 class FrameShape:
     """What the prologue saves: the unwinder reads the saved registers at these places."""
@@ -127,39 +121,6 @@ def build_epilogue(shape: FrameShape) -> bytes:
     if shape.push_r12:
         out += x86.emit_pop(x86.X86_REG_R12)
     return out + flow.emit_leave() + flow.emit_ret()
-
-
-@dataclass
-class LowerCtx:
-    """One pass over one subprog. `addrs` is updated by the caller after every insn."""
-
-    name: str
-    insns: Sequence[Insn]  # the subprog's insns (index 0 = its first insn)
-    addrs: list[int]
-    cleanup_addr: int
-    padding: bool
-    image_addr: int  # guest address of byte 0 of this image (placeholder while sizing)
-    epilogue: bytes
-    resolve_call: CallResolver
-    resolve_func: FuncResolver
-    seen_exit: bool = False
-
-    def where(self, k: int) -> str:
-        return f"{self.name}+{k}"
-
-    def unsupported(self, k: int) -> JitError:
-        return JitError(f"bpf_jit: unsupported insn (0x{self.insns[k].code:02x}) at {self.where(k)}")
-
-    def jump_target(self, k: int, off: int) -> int:
-        target = k + 1 + off
-        if not 0 <= target <= len(self.insns):
-            raise JitError(f"bpf_jit: jump out of subprog at {self.where(k)} (off {off})")
-        return self.addrs[target] - self.addrs[k + 1]
-
-    def size_diff(self, k: int, emitted: int) -> int:
-        """INSN_SZ_DIFF: last pass's end of insn k minus this pass's start, minus what
-        has been emitted for it so far."""
-        return self.addrs[k + 1] - self.addrs[k] - emitted
 
 
 def lower_insn(ctx: LowerCtx, k: int) -> tuple[bytes, int]:

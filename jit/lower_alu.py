@@ -17,8 +17,7 @@ the 5-byte VEX forms; the policy is pinned so that image bytes never depend on t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from jit.lower_ctx import LowerCtx
 from jit.x86 import alu
 from jit.x86 import encode as x86
 from verifier.isa.insn import (
@@ -39,9 +38,6 @@ from verifier.isa.insn import (
     BPF_XOR,
     Insn,
 )
-
-if TYPE_CHECKING:
-    from jit.lower import LowerCtx
 
 _SIMPLE = (BPF_ADD, BPF_SUB, BPF_AND, BPF_OR, BPF_XOR)
 _SHIFTS = (BPF_LSH, BPF_RSH, BPF_ARSH)

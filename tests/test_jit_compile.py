@@ -16,7 +16,8 @@ from jit.layout import (
     stub_address,
 )
 from jit.listing import listing
-from jit.lower import LowerCtx, lower_insn
+from jit.lower import lower_insn
+from jit.lower_ctx import LowerCtx
 from jit.x86.encode import JitError
 from tests.jit_reference import make_vp
 from verifier.errors import BpfUnwindError
