@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jit.compile import jit_program  # noqa: E402
-from jit.interp import Interp  # noqa: E402
+from jit.interp.engine import Interp  # noqa: E402
 from jit.layout import CTX_BASE  # noqa: E402
 from jit.machine import Machine  # noqa: E402
 from unwind.conformance import HELPER_RETURN_R1, build_asm, helper_stub_addrs  # noqa: E402

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jit.interp import Interp
+from jit.interp.engine import Interp
 from jit.layout import HEAP_BASE
 from unwind import pipeline
 from unwind.interp_kernel import InterpKernel, run_interp

@@ -1,4 +1,4 @@
-"""jit.interp as a pure engine: exact ISA v4 semantics (checked on both engines where the
+"""jit.interp.engine as a pure engine: exact ISA v4 semantics (checked on both engines where the
 result is r0), the interpreter's own edge cases without the verifier's guards, calls and
 frames, the budget, faults, and the stub interface (arguments, void stubs, `Transfer`).
 The kernel model behind it (object kfuncs, bpf_throw) is tested in tests/test_engines.py."""
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from jit.interp import FRAME_SIZE, Interp, InterpError, Transfer, interp_run
+from jit.interp.engine import FRAME_SIZE, Interp, InterpError, Transfer, interp_run
 from jit.layout import STACK_TOP
 from unwind.conformance import build_asm, run_interp, run_jit
 from verifier.asm.ubpf import assemble_ubpf

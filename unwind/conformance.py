@@ -14,7 +14,7 @@ files are rejected by the same code that guards ELF/raw input.
 Engines: `jit` compiles with `jit_program` (kfunc stubs from the kernel model, helper 5
 bound to a stub that returns r1, as uBPF and rbpf do) and runs main on a `Machine` with
 r1 = CTX_BASE (where the memory is written) and r2 = its length; `interp` runs the
-reference interpreter (jit.interp) with the same layout and helper and no kfunc stubs (the
+reference interpreter (jit.interp.engine) with the same layout and helper and no kfunc stubs (the
 suite calls none; whole runs with the kernel model are unwind.interp_kernel.run_interp).
 
 Outcome of one file: PASS, FAIL (one report line: file, expected, actual or error) or SKIP
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jit.compile import jit_program
-from jit.interp import Interp
+from jit.interp.engine import Interp
 from jit.layout import CTX_BASE, CTX_SIZE, stub_address
 from jit.machine import Machine
 from unwind.kernel import kfunc_stub_addrs

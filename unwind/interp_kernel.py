@@ -1,4 +1,4 @@
-"""The kernel model behind the reference interpreter (jit.interp): the object kfuncs over
+"""The kernel model behind the reference interpreter (jit.interp.engine): the object kfuncs over
 the interpreter's heap, bpf_throw over its frame records, and `run_interp`, a whole run of
 a `VerifiedProgram` returning the same `RunResult` as the JIT runner (unwind.runner).
 
@@ -13,7 +13,7 @@ It is unwind.kernel + unwind.unwinder for the other engine, recording into the s
   by its call pc (unwind.cleanup releases its entries, as on the JIT). Stack entries are
   read at fp+off, R6-R9 entries take the value the frame had at its call (the interpreter
   saves them, no prologue pushes to recover); MEM_ALLOC objects are freed "by unwind". Then control moves
-  to the exception callback on main's frame with R1 = cookie (`jit.interp.Transfer`).
+  to the exception callback on main's frame with R1 = cookie (`jit.interp.engine.Transfer`).
   An `UnwoundFrame` of this engine counts in insns: ip = the return pc (call pc + 1),
   ret_offset = ip - subprog start, sp = bp = the frame's R10.
 - every other kfunc of verifier.protos.kfuncs.KFUNCS is a named "not modelled" `KernelError`.
@@ -24,8 +24,8 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from jit.interp import DEFAULT_BUDGET, Interp, StubFn, Transfer
-from jit.interp_alu import M64
+from jit.interp.alu import M64
+from jit.interp.engine import DEFAULT_BUDGET, Interp, StubFn, Transfer
 from jit.layout import CTX_BASE, CTX_SIZE
 from unwind.cleanup import UnwindError, check_stack_entry, cleanup_entry, reg_entry_needs_cleanup, throw_error
 from unwind.ledger import Ledger

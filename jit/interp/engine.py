@@ -29,8 +29,8 @@ import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from jit.interp_alu import M64, Op, UnsupportedInsn
-from jit.interp_ops import compile_op
+from jit.interp.alu import M64, Op, UnsupportedInsn
+from jit.interp.ops import compile_op
 from jit.layout import CTX_BASE, CTX_SIZE, HEAP_BASE, HEAP_SIZE, STACK_BASE, STACK_SIZE, STACK_TOP
 from verifier.errors import BpfUnwindError
 from verifier.isa.insn import MAX_BPF_STACK, MAX_CALL_FRAMES

@@ -1,19 +1,19 @@
 """The reference interpreter's instructions as Python closures: `compile_op` turns one slot
-of a final program into `op(regs) -> next_pc` (ALU semantics in jit.interp_alu).
+of a final program into `op(regs) -> next_pc` (ALU semantics in jit.interp.alu).
 
 Memory: LDX MEM zero-extends, LDX MEMSX sign-extends; ST stores the imm truncated to the
 size; every atomic (add/and/or/xor with and without fetch, xchg, cmpxchg) reads and writes
 through the `Core`, 32-bit results are zero-extended and cmpxchg compares the low 32 bits
 of r0. Jumps: JMP compares 64-bit values (a K operand is the imm sign-extended), JMP32 the
 low 32 bits; gotol (JMP32 JA) keeps its offset in imm. Calls and exit are delegated to the
-`Core` (frames and the helper/kfunc stubs live in jit.interp); a negative next pc ends
+`Core` (frames and the helper/kfunc stubs live in jit.interp.engine); a negative next pc ends
 the run."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from jit.interp_alu import M32, M64, Core, Op, UnsupportedInsn, alu_op, binop, sext
+from jit.interp.alu import M32, M64, Core, Op, UnsupportedInsn, alu_op, binop, sext
 from verifier.isa.insn import (
     BPF_ADD,
     BPF_ALU,
