@@ -1,4 +1,4 @@
-"""Whole runs on both engines: the JIT in Unicorn with unwind.kernel (Pipeline.run) and the
+"""Whole runs on both engines: the JIT in Unicorn with unwind.jit_kernel (Pipeline.run) and the
 reference interpreter with unwind.interp_kernel (run_interp) give the same RunResult for
 the series' programs, and the interpreter kernel model's own edge cases.
 
@@ -18,7 +18,7 @@ from jit.interp.engine import Interp
 from jit.layout import HEAP_BASE
 from unwind import pipeline
 from unwind.interp_kernel import InterpKernel, run_interp
-from unwind.kernel import KernelError
+from unwind.jit_kernel import KernelError
 from unwind.ledger import FREED_BY_DROP, Ledger
 from unwind.result import RunResult
 from unwind.unwinder import UnwindError

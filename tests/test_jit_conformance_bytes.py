@@ -11,7 +11,7 @@ import pytest
 
 from jit.compile import jit_program
 from unwind.conformance import build_unchecked, helper_stub_addrs, parse_data, program_insns
-from unwind.kernel import kfunc_stub_addrs
+from unwind.jit_kernel import kfunc_stub_addrs
 from verifier.errors import BpfUnwindError
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "tests"

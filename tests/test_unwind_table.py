@@ -18,7 +18,7 @@ from tests.unwind_harness import (
     heap,
     obj,
 )
-from unwind import kernel as kernel_mod
+from unwind import jit_kernel as kernel_mod
 from unwind import pipeline
 from unwind.cleanup import check_stack_entry, cleanup_entry, reg_entry_needs_cleanup, throw_error
 from unwind.ledger import Ledger

@@ -16,7 +16,7 @@ from keystone import KS_ARCH_X86, KS_MODE_64, Ks
 from jit.image import JitImage, JitProgram
 from jit.layout import CODE_BASE, HEAP_BASE, PAGE
 from jit.machine import CALLEE_SAVED_CANARIES
-from unwind.kernel import kfunc_stub_addrs
+from unwind.jit_kernel import kfunc_stub_addrs
 from verifier.program import FdEntry, FdTab, FrameDesc, SpillType, StructType, Subprog, VerifiedProgram
 from verifier.protos.kfuncs import KFUNCS_BY_NAME
 from verifier.regtypes import MEM_ALLOC, NOT_INIT, PTR_TO_BTF_ID

@@ -34,7 +34,7 @@ from jit.compile import jit_program
 from jit.interp.engine import Interp
 from jit.layout import CTX_BASE, CTX_SIZE, stub_address
 from jit.machine import Machine
-from unwind.kernel import kfunc_stub_addrs
+from unwind.jit_kernel import kfunc_stub_addrs
 from verifier.asm.ubpf import assemble_ubpf
 from verifier.errors import BpfUnwindError, DecodeError
 from verifier.isa.decode import decode

@@ -2,7 +2,7 @@
 the interpreter's heap, bpf_throw over its frame records, and `run_interp`, a whole run of
 a `VerifiedProgram` returning the same `RunResult` as the JIT runner (unwind.runner).
 
-It is unwind.kernel + unwind.unwinder for the other engine, recording into the same
+It is unwind.jit_kernel + unwind.unwinder for the other engine, recording into the same
 `unwind.ledger.Ledger` and producing the same `UnwoundFrame` / `Released` trace:
 
 - bpf_obj_new_impl / bpf_obj_drop_impl: unwind.run_state, shared with the JIT's kernel

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from jit.compile import jit_program
 from jit.image import JitProgram
-from unwind.kernel import kfunc_stub_addrs
+from unwind.jit_kernel import kfunc_stub_addrs
 from unwind.result import RunResult
 from unwind.runner import ProgramRunner
 from verifier.asm.assembler import assemble

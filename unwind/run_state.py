@@ -1,4 +1,4 @@
-"""The kernel-side state of one run, common to both engines' kernel models (unwind.kernel
+"""The kernel-side state of one run, common to both engines' kernel models (unwind.jit_kernel
 for the JIT in Unicorn, unwind.interp_kernel for the reference interpreter): the resource
 ledger, the object heap, kfunc call counts, the throw outcome, and the `RunResult` they
 make. Both engines allocate from here, so they give objects the same addresses by

@@ -1,6 +1,6 @@
 """Run a `JitProgram` once: machine + kernel model + ledger, ctx set up, result collected.
 
-The JIT must have been compiled with `unwind.kernel.kfunc_stub_addrs()`; a program whose
+The JIT must have been compiled with `unwind.jit_kernel.kfunc_stub_addrs()`; a program whose
 `stub_addrs` disagree is refused before it runs (its calls would land on the wrong stubs)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 from jit.image import JitProgram
 from jit.layout import CTX_BASE, CTX_SIZE, STACK_BASE, STACK_SIZE
 from jit.machine import Machine, MachineError
-from unwind.kernel import Kernel, kfunc_stub_addrs
+from unwind.jit_kernel import Kernel, kfunc_stub_addrs
 from unwind.ledger import Ledger
 from unwind.result import RunResult
 
