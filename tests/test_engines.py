@@ -19,7 +19,7 @@ from jit.layout import HEAP_BASE
 from unwind import pipeline
 from unwind.interp_kernel import InterpKernel, run_interp
 from unwind.jit_kernel import KernelError
-from unwind.ledger import FREED_BY_DROP, Ledger
+from unwind.kernel.ledger import FREED_BY_DROP, Ledger
 from unwind.result import RunResult
 from unwind.unwinder import UnwindError
 from verifier.asm.ubpf import assemble_ubpf

@@ -20,8 +20,8 @@ from tests.unwind_harness import (
 )
 from unwind import jit_kernel as kernel_mod
 from unwind import pipeline
-from unwind.cleanup import check_stack_entry, cleanup_entry, reg_entry_needs_cleanup, throw_error
-from unwind.ledger import Ledger
+from unwind.kernel.cleanup import check_stack_entry, cleanup_entry, reg_entry_needs_cleanup, throw_error
+from unwind.kernel.ledger import Ledger
 from unwind.result import UnwoundFrame
 from unwind.runner import ProgramRunner, run_jit_program
 from unwind.unwind_table import UnwindTable, table_for

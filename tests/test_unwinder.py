@@ -28,7 +28,7 @@ from tests.unwind_harness import (
     released,
 )
 from unwind.jit_kernel import kfunc_stub_addrs
-from unwind.ledger import Ledger
+from unwind.kernel.ledger import Ledger
 from unwind.runner import default_ctx, run_jit_program
 from unwind.unwinder import UnwindError, spilled_caller_reg_off
 from verifier.errors import BpfUnwindError

@@ -3,14 +3,14 @@ the interpreter's heap, bpf_throw over its frame records, and `run_interp`, a wh
 a `VerifiedProgram` returning the same `RunResult` as the JIT runner (unwind.runner).
 
 It is unwind.jit_kernel + unwind.unwinder for the other engine, recording into the same
-`unwind.ledger.Ledger` and producing the same `UnwoundFrame` / `Released` trace:
+`unwind.kernel.ledger.Ledger` and producing the same `UnwoundFrame` / `Released` trace:
 
-- bpf_obj_new_impl / bpf_obj_drop_impl: unwind.run_state, shared with the JIT's kernel
+- bpf_obj_new_impl / bpf_obj_drop_impl: unwind.kernel.run_state, shared with the JIT's kernel
   model, so objects get the same addresses on both engines.
 - bpf_throw: walks the interpreter's frames innermost first (the throwing frame, then the
   suspended callers in `interp.frames`), each at the insn pc of its call. Hidden subprogs
   (the throw trampoline) need no cleanup; every other frame needs the descriptor keyed
-  by its call pc (unwind.cleanup releases its entries, as on the JIT). Stack entries are
+  by its call pc (unwind.kernel.cleanup releases its entries, as on the JIT). Stack entries are
   read at fp+off, R6-R9 entries take the value the frame had at its call (the interpreter
   saves them, no prologue pushes to recover); MEM_ALLOC objects are freed "by unwind". Then control moves
   to the exception callback on main's frame with R1 = cookie (`jit.interp.engine.Transfer`).
@@ -27,10 +27,16 @@ from collections.abc import Mapping
 from jit.interp.alu import M64
 from jit.interp.engine import DEFAULT_BUDGET, Interp, StubFn, Transfer
 from jit.layout import CTX_BASE, CTX_SIZE
-from unwind.cleanup import UnwindError, check_stack_entry, cleanup_entry, reg_entry_needs_cleanup, throw_error
-from unwind.ledger import Ledger
+from unwind.kernel.cleanup import (
+    UnwindError,
+    check_stack_entry,
+    cleanup_entry,
+    reg_entry_needs_cleanup,
+    throw_error,
+)
+from unwind.kernel.ledger import Ledger
+from unwind.kernel.run_state import KernelError, RunState
 from unwind.result import RunResult, UnwoundFrame
-from unwind.run_state import KernelError, RunState
 from unwind.runner import default_ctx
 from verifier.program import VerifiedProgram
 from verifier.protos.kfuncs import KFUNCS

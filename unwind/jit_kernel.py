@@ -16,8 +16,8 @@ from collections.abc import Callable
 from jit.image import JitProgram
 from jit.layout import HEAP_BASE, stub_address
 from jit.machine import Machine
-from unwind.ledger import Ledger
-from unwind.run_state import KernelError, RunState
+from unwind.kernel.ledger import Ledger
+from unwind.kernel.run_state import KernelError, RunState
 from unwind.unwind_table import UnwindTable, table_for
 from unwind.unwinder import bpf_throw
 from verifier.protos.kfuncs import KFUNCS

@@ -41,7 +41,7 @@ class RunResult:
     threw: bool
     cookie: int | None
     frames: list[UnwoundFrame]
-    ledger: Any  # unwind.ledger.Ledger
+    ledger: Any  # unwind.kernel.ledger.Ledger
     counters: dict[str, float] = field(default_factory=dict)
 
     @property

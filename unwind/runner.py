@@ -12,7 +12,7 @@ from jit.image import JitProgram
 from jit.layout import CTX_BASE, CTX_SIZE, STACK_BASE, STACK_SIZE
 from jit.machine import Machine, MachineError
 from unwind.jit_kernel import Kernel, kfunc_stub_addrs
-from unwind.ledger import Ledger
+from unwind.kernel.ledger import Ledger
 from unwind.result import RunResult
 
 CTX_LEN = 192  # a __sk_buff-like buffer

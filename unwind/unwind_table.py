@@ -22,7 +22,7 @@ import weakref
 from dataclasses import dataclass, replace
 
 from jit.image import JitImage, JitProgram
-from unwind.cleanup import reg_entry_needs_cleanup, release_action, stack_entry_supported, type_str
+from unwind.kernel.cleanup import reg_entry_needs_cleanup, release_action, stack_entry_supported, type_str
 from unwind.result import Released
 from verifier.program import FdEntry, FrameDesc
 

@@ -12,7 +12,7 @@ unwind table (unwind.unwind_table: decided once per JitProgram). Per frame:
   (b) the descriptor whose key is the return offset `ip - image.address`; the verifier
       gives every frame on a throw path one (maybe empty), so a missing one is an error
       (the series WARNs and skips, which also corrupts the saved-register chain);
-  (c) stack entries in table order at bp + off, released as unwind.cleanup says: MEM_ALLOC
+  (c) stack entries in table order at bp + off, released as unwind.kernel.cleanup says: MEM_ALLOC
       objects are dropped through the ledger; NULL and NOT_INIT poison entries do nothing;
   (d) R6..R9 entries take their value from saved_reg[i], are released, then zeroed;
   (e) a subprog (trampoline included) collects saved_reg[i] for every register its
@@ -30,14 +30,14 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from jit.image import JitProgram
-from unwind.cleanup import (
+from unwind.kernel.cleanup import (
     NO_DESTRUCTOR,
     UnwindError,
     no_destructor_error,
     throw_error,
     unsupported_entry_error,
 )
-from unwind.ledger import FREED_BY_UNWIND, Ledger
+from unwind.kernel.ledger import FREED_BY_UNWIND, Ledger
 from unwind.result import Released, UnwoundFrame
 from unwind.unwind_table import FramePlan, UnwindTable, spilled_caller_reg_off, table_for
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from unwind.ledger import FREED_BY_UNWIND, Ledger
+from unwind.kernel.ledger import FREED_BY_UNWIND, Ledger
 from unwind.result import Released
 from verifier.errors import BpfUnwindError
 from verifier.program import FdEntry, SpillType

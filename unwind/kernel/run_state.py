@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from jit.layout import HEAP_BASE, HEAP_SIZE
-from unwind.cleanup import UnwindError
-from unwind.ledger import FREED_BY_DROP, Ledger
+from unwind.kernel.cleanup import UnwindError
+from unwind.kernel.ledger import FREED_BY_DROP, Ledger
 from unwind.result import RunResult, UnwoundFrame
 from verifier.errors import BpfUnwindError
 from verifier.program import StructType
