@@ -24,7 +24,7 @@ from jit.compile import jit_program  # noqa: E402
 from jit.interp.engine import Interp  # noqa: E402
 from jit.layout import CTX_BASE  # noqa: E402
 from jit.machine import Machine  # noqa: E402
-from unwind.conformance import HELPER_RETURN_R1, build_asm, helper_stub_addrs  # noqa: E402
+from unwind.cli.conformance import HELPER_RETURN_R1, build_asm, helper_stub_addrs  # noqa: E402
 from unwind.jit_kernel import kfunc_stub_addrs  # noqa: E402
 from verifier.program import VerifiedProgram  # noqa: E402
 

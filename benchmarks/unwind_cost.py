@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from unwind import pipeline  # noqa: E402
+from unwind.cli import pipeline  # noqa: E402
 
 
 def _slot(k: int) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from unwind import conformance as conf
+from unwind.cli import conformance as conf
 from verifier.asm.ubpf import UbpfAsmError, assemble_ubpf
 from verifier.errors import DecodeError
 from verifier.isa.insn import insns_to_bytes

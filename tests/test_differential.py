@@ -3,7 +3,7 @@ reference interpreter and in the JIT run in Unicorn.
 
 Programs are built from valid instructions only (what the verifier would accept: no
 division by a constant zero, immediate shifts in range, jumps forward within their block)
-and run unchecked with the fixups' guards (unwind.conformance.build_unchecked). Layout:
+and run unchecked with the fixups' guards (unwind.cli.conformance.build_unchecked). Layout:
 r1 = 128 bytes of input (random in [0, 64)), r2 = its length, r9 = loop counter; the
 prologue fills r0, r3-r9 and 64 bytes of stack, the epilogue copies the stack into input
 bytes [64, 128) so stack contents are compared without comparing addresses. Variants:
@@ -17,7 +17,7 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from unwind.conformance import EXECUTORS, build_unchecked
+from unwind.cli.conformance import EXECUTORS, build_unchecked
 from verifier.isa.insn import (
     BPF_ALU,
     BPF_ALU64,

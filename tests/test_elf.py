@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from unwind import objcmd
+from unwind.cli import objcmd
 from verifier.errors import DecodeError, LoadError
 from verifier.isa.insn import (
     BPF_PSEUDO_CALL,

@@ -8,8 +8,8 @@ from pathlib import Path
 import capstone
 import pytest
 
-from unwind import pipeline
-from unwind.cli import main as cli_main
+from unwind.cli import pipeline
+from unwind.cli.main import main as cli_main
 
 E2E = Path(__file__).parent / "e2e"
 DEMO = Path(pipeline.__file__).parent / "demo.s"

@@ -16,7 +16,7 @@ import pytest
 
 from jit.interp.engine import Interp
 from jit.layout import HEAP_BASE
-from unwind import pipeline
+from unwind.cli import pipeline
 from unwind.interp_kernel import InterpKernel, run_interp
 from unwind.jit_kernel import KernelError
 from unwind.kernel.ledger import FREED_BY_DROP, Ledger

@@ -9,7 +9,7 @@ import pytest
 
 from jit.interp.engine import FRAME_SIZE, Interp, InterpError, Transfer, interp_run
 from jit.layout import STACK_TOP
-from unwind.conformance import build_asm, run_interp, run_jit
+from unwind.cli.conformance import build_asm, run_interp, run_jit
 from verifier.asm.ubpf import assemble_ubpf
 from verifier.isa.insn import BPF_REG_0, Insn, exit_insn, mov64_imm
 from verifier.program import FdTab, Subprog, VerifiedProgram

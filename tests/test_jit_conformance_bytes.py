@@ -10,7 +10,7 @@ import capstone
 import pytest
 
 from jit.compile import jit_program
-from unwind.conformance import build_unchecked, helper_stub_addrs, parse_data, program_insns
+from unwind.cli.conformance import build_unchecked, helper_stub_addrs, parse_data, program_insns
 from unwind.jit_kernel import kfunc_stub_addrs
 from verifier.errors import BpfUnwindError
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from unwind import objcmd, pipeline
+from unwind.cli import objcmd, pipeline
 from verifier.errors import DecodeError, LoadError
 from verifier.load.object import load_object, load_object_bytes
 from verifier.protos import kfuncs

@@ -53,7 +53,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from jit.layout import HEAP_BASE
-from unwind import pipeline
+from unwind.cli import pipeline
 from unwind.interp_kernel import run_interp
 from unwind.result import RunResult
 from unwind.runner import default_ctx

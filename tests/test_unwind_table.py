@@ -19,7 +19,7 @@ from tests.unwind_harness import (
     obj,
 )
 from unwind import jit_kernel as kernel_mod
-from unwind import pipeline
+from unwind.cli import pipeline
 from unwind.kernel.cleanup import check_stack_entry, cleanup_entry, reg_entry_needs_cleanup, throw_error
 from unwind.kernel.ledger import Ledger
 from unwind.result import UnwoundFrame

@@ -23,7 +23,7 @@ DEMO_NAME = "demo.s"
 
 
 def demo_source() -> str:
-    return resources.files("unwind").joinpath(DEMO_NAME).read_text()
+    return resources.files("unwind.cli").joinpath(DEMO_NAME).read_text()
 
 
 def load_text(text: str, source: str) -> Program:

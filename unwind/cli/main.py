@@ -13,7 +13,8 @@ import traceback
 from collections.abc import Sequence
 
 from jit.listing import listing
-from unwind import conformance, objcmd, pipeline, report
+from unwind import report
+from unwind.cli import conformance, objcmd, pipeline
 from unwind.interp_kernel import run_interp
 from verifier.errors import BpfUnwindError, LoadError, VerifierError
 from verifier.program import Program
