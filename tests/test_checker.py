@@ -3,29 +3,18 @@ the log layout and the patch-01 reachability pass. Data first: program text + ou
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 import verifier.check.loop
+from tests.verify_helpers import CB, GLOBAL_CTX, ok, raw_rejected, rejected
 from verifier.asm.assembler import assemble
 from verifier.check.checker import check
 from verifier.errors import VerifierError
 from verifier.isa.insn import BPF_JEQ, Insn, call_pseudo, exit_insn, ja, jmp_imm, ld_imm64, mov64_imm
-from verifier.program import CheckResult, FuncProto, FuncSym, Program
+from verifier.program import FuncSym, Program
 
 OBJ = ".struct foo 16\n"
 NEW = "\tr1 = foo ll\n\tr2 = 0\n\tcall bpf_obj_new_impl\n"
-
-
-def ok(text: str, level: int = 1) -> CheckResult:
-    return check(assemble(text, "test.s"), log_level=level)
-
-
-def rejected(text: str, level: int = 1) -> VerifierError:
-    with pytest.raises(VerifierError) as info:
-        check(assemble(text, "test.s"), log_level=level)
-    return info.value
 
 
 # --- accepted / rejected, message is the last log line -------------------------------------
@@ -98,12 +87,6 @@ def test_accepts(name, text):
 
 def prog_of(insns: list[Insn], funcs: list[FuncSym] | None = None) -> Program:
     return Program("raw", insns, funcs or [FuncSym("main", 0)])
-
-
-def raw_rejected(prog: Program) -> VerifierError:
-    with pytest.raises(VerifierError) as info:
-        check(prog)
-    return info.value
 
 
 def test_cfg_rejects_bad_jumps_and_calls():
@@ -254,10 +237,6 @@ def test_callee_writes_caller_stack_through_pointer():
     assert res.subprogs[0].stack_depth == 8 and res.subprogs[1].stack_depth == 0
 
 
-GLOBAL_CTX = (".global g\nmain:\n\tcall g\n\texit\n"
-              "g:\n\tr0 = *(u32 *)(r1 + 16)\n\texit\n")
-
-
 def test_global_subprog_verified_alone_with_ctx_arg():
     res = ok(GLOBAL_CTX)
     assert "Func#1 ('g') is global and assumed valid." in res.log
@@ -278,9 +257,6 @@ def test_global_leak_checked_in_its_own_verification():
 
 
 # --- exception callback, reachability ----------------------------------------------------------
-
-CB = ".global cb\n.exception_callback cb\n"
-
 
 def test_exception_callback_is_verified_with_one_scalar_arg():
     res = ok(CB + "main:\n\tr1 = 1\n\tcall bpf_throw\n\tr0 = 0\n\texit\ncb:\n\tr0 = r1\n\texit\n")
@@ -372,55 +348,3 @@ def test_static_subprog_may_leave_r0_unset_when_the_caller_ignores_it():
 def test_caller_reading_an_unset_r0_of_a_static_subprog_is_rejected():
     with pytest.raises(VerifierError, match="R0 !read_ok"):
         check(assemble("main:\n\tcall f\n\texit\nf:\n\tr1 = 1\n\texit\n", "t.s"))
-
-
-# --- return codes by program type; BTF signatures of global functions ---------------------------
-
-FENTRY, THROW = ".prog_type fentry\n", "\tcall bpf_throw\n\tr0 = 0\n\texit\n"
-RANGE = "At program exit the register R{} has {} should have been in [0, 0]"
-UNKNOWN = "unknown scalar value"
-RETCODES = [  # (program, message or None for accepted)
-    (FENTRY + "main:\n\tr0 = 0\n\texit\n", None),
-    (FENTRY + "main:\n\tr0 = 1\n\texit\n", RANGE.format(0, "smin=1 smax=1")),
-    (FENTRY + "main:\n\tr0 = -2\n\texit\n", RANGE.format(0, "smin=-2 smax=-2")),
-    (".prog_type fexit\nmain:\n\tr0 = *(u64 *)(r10 - 8)\n\texit\n", RANGE.format(0, UNKNOWN)),
-    ("main:\n\tr0 = 1\n\texit\n", None),  # tc: any value
-    (FENTRY + "main:\n\tr1 = 64\n" + THROW, RANGE.format(1, "smin=64 smax=64")),
-    (FENTRY + "main:\n\tr1 = 0\n" + THROW, None),
-    # the kernel checks the cookie as the return value only in main's own frame
-    (FENTRY + "main:\n\tcall s\n\tr0 = 0\n\texit\ns:\n\tr1 = 64\n" + THROW, None),
-    (FENTRY + CB + "main:\n\tr1 = 64\n" + THROW + "cb:\n\tr0 = 0\n\texit\n", None),
-    (FENTRY + CB + "main:\n\tr1 = 0\n" + THROW + "cb:\n\tr0 = r1\n\texit\n", RANGE.format(0, UNKNOWN)),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize(("text", "msg"), RETCODES)
-def test_return_code_ranges(text, msg):
-    if msg is None:
-        ok(text)
-    else:
-        assert str(rejected(text)) == msg
-
-
-def with_btf(text: str, tags: tuple[str, ...] = (), **protos: FuncProto) -> Program:
-    return replace(assemble(text, "t.s"), func_protos=protos, exception_cb_tags=tags)
-
-
-def test_btf_signatures_of_globals_and_the_exception_callback():
-    cb = CB + "main:\n\tr1 = 0\n" + THROW + "cb:\n\tr0 = 0\n\texit\n"
-    for proto, msg in [(FuncProto("ptr", ("scalar",)), "Global function cb() doesn't return scalar."),
-                       (FuncProto("void", ("scalar",)), "exception cb cannot return void"),
-                       *[(FuncProto("scalar", a), "exception cb only supports single integer argument")
-                         for a in ((), ("scalar", "scalar"), ("ctx",))]]:
-        assert str(raw_rejected(with_btf(cb, cb=proto))) == msg
-    multi = str(raw_rejected(with_btf(cb, ("cb", "other"))))
-    assert multi == "multiple exception callback tags for main subprog"
-    err = raw_rejected(with_btf(GLOBAL_CTX, g=FuncProto("scalar", ("scalar",))))
-    assert str(err) == "Caller passes invalid args into func#1 ('g')" and "R1 is not a scalar" in err.log
-    scalar_to_ctx = with_btf(GLOBAL_CTX.replace("\tcall g", "\tr1 = 1\n\tcall g"),
-                             g=FuncProto("scalar", ("ctx",)))
-    assert "arg#0 expects pointer to ctx" in raw_rejected(scalar_to_ctx).log
-    ptr = str(raw_rejected(with_btf(GLOBAL_CTX, g=FuncProto("scalar", ("ptr",)))))
-    assert ptr == "global function g() arg#0 is a pointer other than the ctx: not supported by this verifier"
-    void_g = ".global g\nmain:\n\tr1 = 1\n\tcall g\n\tr0 = 0\n\texit\ng:\n\tr2 = r1\n\texit\n"
-    check(with_btf(void_g, g=FuncProto("void", ("scalar",))))  # a void global's R0 is not checked

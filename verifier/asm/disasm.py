@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from verifier.asm.assembler import DEFAULT_LICENSE, DEFAULT_PROG_TYPE
-from verifier.asm.line import ALU_OPS, FETCH_OPS, JMP_OPS, LOCK_OPS, MOVSX_OFF, SIZES, SX_SIZES
+from verifier.asm.ops import ALU_OPS, FETCH_OPS, JMP_OPS, LOCK_OPS, MOVSX_OFF, SIZES, SX_SIZES
 from verifier.isa.insn import (
     BPF_ABS,
     BPF_ALU,

@@ -12,61 +12,38 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from verifier.asm.ops import ALU_OPS, FETCH_OPS, JMP_OPS, LOCK_OPS, MOVSX_OFF, SIZES, SX_SIZES
 from verifier.isa.insn import (
     BPF_ABS,
-    BPF_ADD,
     BPF_ALU,
     BPF_ALU64,
-    BPF_AND,
-    BPF_ARSH,
     BPF_ATOMIC,
-    BPF_B,
     BPF_CALL,
     BPF_CMPXCHG,
-    BPF_DIV,
     BPF_DW,
     BPF_END,
     BPF_EXIT,
     BPF_FETCH,
-    BPF_H,
     BPF_IND,
     BPF_JA,
-    BPF_JEQ,
-    BPF_JGE,
-    BPF_JGT,
-    BPF_JLE,
-    BPF_JLT,
     BPF_JMP,
     BPF_JMP32,
-    BPF_JNE,
-    BPF_JSET,
-    BPF_JSGE,
-    BPF_JSGT,
-    BPF_JSLE,
-    BPF_JSLT,
     BPF_K,
     BPF_LD,
     BPF_LDX,
-    BPF_LSH,
     BPF_MEM,
     BPF_MEMSX,
-    BPF_MOD,
     BPF_MOV,
-    BPF_MUL,
     BPF_NEG,
-    BPF_OR,
     BPF_PSEUDO_CALL,
     BPF_PSEUDO_KFUNC_CALL,
-    BPF_RSH,
     BPF_ST,
     BPF_STX,
-    BPF_SUB,
     BPF_TO_BE,
     BPF_TO_LE,
     BPF_W,
     BPF_X,
     BPF_XCHG,
-    BPF_XOR,
     Insn,
     ld_imm64,
     s32,
@@ -84,23 +61,6 @@ class Ref:
     kind: str
     name: str
 
-
-# Operator tables shared with the disassembler.
-ALU_OPS: dict[str, tuple[int, int]] = {  # compound assignment -> (op, off)
-    "+=": (BPF_ADD, 0), "-=": (BPF_SUB, 0), "*=": (BPF_MUL, 0), "/=": (BPF_DIV, 0),
-    "s/=": (BPF_DIV, 1), "|=": (BPF_OR, 0), "&=": (BPF_AND, 0), "<<=": (BPF_LSH, 0),
-    ">>=": (BPF_RSH, 0), "%=": (BPF_MOD, 0), "s%=": (BPF_MOD, 1), "^=": (BPF_XOR, 0),
-    "s>>=": (BPF_ARSH, 0),
-}  # fmt: skip
-JMP_OPS: dict[str, int] = {
-    "==": BPF_JEQ, "!=": BPF_JNE, ">": BPF_JGT, ">=": BPF_JGE, "<": BPF_JLT, "<=": BPF_JLE,
-    "s>": BPF_JSGT, "s>=": BPF_JSGE, "s<": BPF_JSLT, "s<=": BPF_JSLE, "&": BPF_JSET,
-}  # fmt: skip
-LOCK_OPS: dict[str, int] = {"+=": BPF_ADD, "&=": BPF_AND, "|=": BPF_OR, "^=": BPF_XOR}
-FETCH_OPS: dict[str, int] = {"add": BPF_ADD, "and": BPF_AND, "or": BPF_OR, "xor": BPF_XOR}
-SIZES: dict[str, int] = {"u8": BPF_B, "u16": BPF_H, "u32": BPF_W, "u64": BPF_DW}
-SX_SIZES: dict[str, int] = {"s8": BPF_B, "s16": BPF_H, "s32": BPF_W}
-MOVSX_OFF: dict[str, int] = {"s8": 8, "s16": 16, "s32": 32}
 
 _REG = r"[rw]\d+"
 _UNUM = r"(?:0[xX][0-9a-fA-F]+|\d+)"
