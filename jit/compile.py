@@ -12,7 +12,7 @@ subprog's frame-descriptor pcs are converted once to return-address offsets (pat
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from jit.image import JitImage, JitProgram
@@ -28,7 +28,7 @@ MAX_PASSES = 20
 PADDING_PASSES = 15
 ALL_REGS = (True, True, True, True)
 
-__all__ = ["MAX_PASSES", "PADDING_PASSES", "JitError", "jit_program"]
+__all__ = ["MAX_PASSES", "PADDING_PASSES", "JitError", "KernelHost", "jit_program"]
 
 
 def _round_up8(value: int) -> int:
@@ -78,9 +78,10 @@ def _frame_shape(vp: VerifiedProgram, index: int) -> FrameShape:
 class _Compiler:
     def __init__(
         self, vp: VerifiedProgram, stub_addrs: Mapping[int, int], code_base: int,
-        helper_addrs: Mapping[int, int] | None,
+        helper_addrs: Mapping[int, int] | None, host: KernelHost | None = None,
     ) -> None:
         self.vp = vp
+        self.host = host
         self.stub_addrs = stub_addrs
         self.helper_addrs = helper_addrs
         self.code_base = code_base
@@ -106,6 +107,8 @@ class _Compiler:
 
     def _resolve_call(self, sj: _SubprogJit, k: int, insn: Insn) -> int | None:
         where = f"{sj.sp.name}+{k}"
+        if not self.final and self.host is not None:
+            return None  # images placed by a kernel may be far from any placeholder
         if insn.src == BPF_PSEUDO_KFUNC_CALL:
             if insn.imm not in self.stub_addrs:
                 raise JitError(f"bpf_jit: no stub address for kfunc btf_id {insn.imm} at {where}")
@@ -135,6 +138,8 @@ class _Compiler:
             padding=padding, image_addr=sj.address, epilogue=sj.epilogue,
             resolve_call=lambda k, insn: self._resolve_call(sj, k, insn),
             resolve_func=lambda k, insn: self._resolve_func(sj, k, insn),
+            return_thunk=self.host.return_thunk if self.host else None,
+            final=self.final,
         )
         k = 0
         while k < len(sj.insns):
@@ -172,11 +177,14 @@ class _Compiler:
         sj.code = code
 
     def place(self) -> None:
+        pinned = self.host.image_addrs if self.host is not None else ()
         address = self.code_base
-        for sj in self.jits:
+        for i, sj in enumerate(self.jits):
+            if i < len(pinned):
+                address = pinned[i]
             sj.address = address
             address = image_address(address + sj.length)
-        if self.code_base == CODE_BASE and self.jits[-1].address + self.jits[-1].length > (
+        if not pinned and self.code_base == CODE_BASE and self.jits[-1].address + self.jits[-1].length > (
             CODE_BASE + CODE_REGION_SIZE
         ):
             raise JitError("bpf_jit: images do not fit the code region")
@@ -218,18 +226,30 @@ class _Compiler:
         )
 
 
+@dataclass(frozen=True)
+class KernelHost:
+    """Where a real kernel put things, so that our images can be compared with its images
+    byte for byte: each image's address (jited_ksyms; images beyond the list are placed
+    after the last one) and the return thunk's address, when the kernel uses one."""
+
+    image_addrs: Sequence[int] = ()
+    return_thunk: int | None = None
+
+
 def jit_program(
     vp: VerifiedProgram,
     stub_addrs: Mapping[int, int],
     code_base: int = CODE_BASE,
     helper_addrs: Mapping[int, int] | None = None,
+    host: KernelHost | None = None,
 ) -> JitProgram:
     """Lower every subprog of `vp` to x86-64; `stub_addrs` maps kfunc BTF ids to call stubs,
     `helper_addrs` helper ids (call imm with src 0) to theirs. Helper and kfunc calls are
-    the same `E8 rel32` to the stub (the kernel's `__bpf_call_base + imm` after fixups)."""
+    the same `E8 rel32` to the stub (the kernel's `__bpf_call_base + imm` after fixups).
+    With `host`, images sit where a kernel put its own and return through its thunk."""
     if not vp.subprogs:
         raise JitError(f"bpf_jit: {vp.name} has no subprogs")
-    comp = _Compiler(vp, stub_addrs, code_base, helper_addrs)
+    comp = _Compiler(vp, stub_addrs, code_base, helper_addrs, host)
     for sj in comp.jits:
         comp.size(sj)
     comp.place()

@@ -250,7 +250,13 @@ def _lower_exit(ctx: LowerCtx, k: int) -> bytes:
         return _emit_jmp_padded(ctx, k, ctx.cleanup_addr - ctx.addrs[k + 1])
     ctx.seen_exit = True
     ctx.cleanup_addr = ctx.addrs[k]
-    return ctx.epilogue
+    if ctx.return_thunk is None:
+        return ctx.epilogue
+    body = ctx.epilogue[:-1]  # all but the `ret`
+    if not ctx.final:
+        return body + b"\xe9" + bytes(4)  # always rel32: the size does not depend on the target
+    ip = ctx.image_addr + ctx.addrs[k] + len(body)
+    return body + flow.emit_jmp_rel32(ctx.return_thunk, ip)
 
 
 def _lower_call(ctx: LowerCtx, k: int, insn: Insn) -> bytes:

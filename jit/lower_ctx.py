@@ -34,6 +34,10 @@ class LowerCtx:
     resolve_call: CallResolver
     resolve_func: FuncResolver
     seen_exit: bool = False
+    # The kernel built with return thunks (X86_FEATURE_RETHUNK) ends the epilogue with
+    # `jmp __x86_return_thunk` instead of `ret`; None keeps the plain `ret`.
+    return_thunk: int | None = None
+    final: bool = True  # the write pass: absolute targets are real
 
     def where(self, k: int) -> str:
         return f"{self.name}+{k}"

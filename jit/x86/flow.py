@@ -66,6 +66,14 @@ def emit_jmp(disp: int) -> bytes:
     return b"\xe9" + imm32(disp)
 
 
+def emit_jmp_rel32(target: int, ip: int) -> bytes:
+    """`jmp rel32` to an absolute target from guest address `ip` (the return thunk)."""
+    rel = target - (ip + 5)
+    if not is_simm32(rel):
+        raise JitError(f"Target jmp {target:#x} is out of range")
+    return b"\xe9" + imm32(rel)
+
+
 def emit_call(target: int, ip: int) -> bytes:
     """`call rel32` at guest address `ip`."""
     rel = target - (ip + 5)
