@@ -14,6 +14,7 @@ from jit.machine import Machine, MachineError
 from unwind.jit_kernel import Kernel, kfunc_stub_addrs
 from unwind.kernel.ledger import Ledger
 from unwind.result import RunResult
+from verifier.errors import LoadError
 
 CTX_LEN = 192  # a __sk_buff-like buffer
 DEFAULT_PKT_LEN = 74
@@ -23,11 +24,48 @@ ETH_P_IP = 0x0800
 _ZERO_STACK = bytes(STACK_SIZE)  # written between runs; allocated once
 
 
+ETH_HLEN = 14
+ETH_P_802_3_MIN = 0x0600
+ETH_P_802_3, ETH_P_802_2 = 0x0001, 0x0004
+
+
 def default_ctx() -> bytes:
     """len = 74 at offset 0, protocol = htons(ETH_P_IP) at 16 (reads as 8 little-endian)."""
     buf = bytearray(CTX_LEN)
     struct.pack_into("<I", buf, 0, DEFAULT_PKT_LEN)
     struct.pack_into(">H", buf, 16, ETH_P_IP)  # network order in a zeroed u32
+    return bytes(buf)
+
+
+def default_packet() -> bytes:
+    """The packet `default_ctx` describes: 74 bytes, an Ethernet header saying IPv4."""
+    pkt = bytearray(DEFAULT_PKT_LEN)
+    struct.pack_into(">H", pkt, 12, ETH_P_IP)
+    return bytes(pkt)
+
+
+def eth_protocol(data: bytes) -> int:
+    """skb->protocol as the kernel's eth_type_trans sets it for a test run's packet: the
+    EtherType when it is one, else 802.3 (raw IPX: payload starts 0xFFFF) or 802.2."""
+    (proto,) = struct.unpack_from(">H", data, 12)
+    if proto >= ETH_P_802_3_MIN:
+        return proto
+    return ETH_P_802_3 if data[ETH_HLEN : ETH_HLEN + 2] == b"\xff\xff" else ETH_P_802_2
+
+
+def skb_ctx(data: bytes, ctx_in: bytes = b"", what: str = "data-in") -> bytes:
+    """The `__sk_buff` a tc program sees when BPF_PROG_TEST_RUN runs it on packet `data`
+    with context `ctx_in` (may be empty): the fields the caller may set come from ctx_in,
+    len from the packet and protocol from its Ethernet header. A packet shorter than an
+    Ethernet header is refused, as the kernel refuses it (EINVAL)."""
+    if len(data) < ETH_HLEN:
+        raise LoadError(f"{what}: {len(data)} bytes is shorter than an Ethernet header ({ETH_HLEN})")
+    if len(ctx_in) > CTX_LEN:
+        raise LoadError(f"ctx-in: {len(ctx_in)} bytes is larger than __sk_buff ({CTX_LEN})")
+    buf = bytearray(ctx_in.ljust(CTX_LEN, b"\0"))
+    struct.pack_into("<I", buf, 0, len(data))
+    struct.pack_into("<I", buf, 16, 0)
+    struct.pack_into(">H", buf, 16, eth_protocol(data))
     return bytes(buf)
 
 

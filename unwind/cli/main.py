@@ -14,8 +14,9 @@ from collections.abc import Sequence
 
 from jit.listing import listing
 from unwind import report
-from unwind.cli import conformance, objcmd, pipeline
+from unwind.cli import conformance, objcmd, oracle, pipeline
 from unwind.interp_kernel import run_interp
+from unwind.runner import default_packet, skb_ctx
 from verifier.errors import BpfUnwindError, LoadError, VerifierError
 from verifier.program import Program
 
@@ -56,16 +57,36 @@ def cmd_jit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run_and_report(prog: Program, as_json: bool, engine: str = "jit") -> int:
+def _read_input(path: str | None, what: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        raise LoadError(f"{what} {path}: cannot read: {err.strerror or err}") from None
+
+
+def _run_ctx(args: argparse.Namespace) -> bytes | None:
+    """The __sk_buff of `--data-in`/`--ctx-in`, built as BPF_PROG_TEST_RUN builds it."""
+    data = _read_input(getattr(args, "data_in", None), "--data-in")
+    ctx_in = _read_input(getattr(args, "ctx_in", None), "--ctx-in")
+    if data is None and ctx_in is None:
+        return None
+    return skb_ctx(default_packet() if data is None else data, ctx_in or b"")
+
+
+def _run_and_report(prog: Program, as_json: bool, engine: str = "jit", ctx: bytes | None = None) -> int:
     built = pipeline.build(prog, log_level=0)
-    result = built.run() if engine == "jit" else run_interp(built.verified)
+    result = built.run(ctx) if engine == "jit" else run_interp(built.verified, ctx)
     print(report.run_json(result) if as_json else report.run_text(result, source=prog.source, engine=engine))
     ledger = result.ledger
     return EXIT_FAIL if ledger.leaked() or ledger.double_freed else EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _run_and_report(_load(args), args.json, args.engine)
+    prog = _load(args)
+    return _run_and_report(prog, args.json, args.engine, _run_ctx(args))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -106,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="jit",
         help="x86-64 JIT in Unicorn (default), or the reference interpreter (unwinds by insn pc)",
     )
+    r.add_argument("--data-in", help="packet: the ctx's len and protocol come from it (BPF_PROG_TEST_RUN)")
+    r.add_argument("--ctx-in", help="__sk_buff bytes (the fields a test run may set), completed from the packet")
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="run the embedded demo (a throw three frames deep)")
@@ -115,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     objcmd.register(sub)
     conformance.register(sub)
+    oracle.register(sub)
     return p
 
 

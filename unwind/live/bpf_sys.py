@@ -215,11 +215,12 @@ class LoadResult:
 def prog_load(req: ProgLoad) -> LoadResult:
     """BPF_PROG_LOAD. A rejection is a result (with the log), not an exception; only a
     failure that is not the verifier's (bad attr, no permission) raises."""
-    insns, lic, log = Buf(req.insns), Buf(req.license.encode() + b"\0"), Buf(LOG_SIZE)
+    log_size = LOG_SIZE if req.log_level else 0  # a log buffer without a level is EINVAL
+    insns, lic, log = Buf(req.insns), Buf(req.license.encode() + b"\0"), Buf(max(log_size, 1))
     finfo, linfo = Buf(req.func_info), Buf(req.line_info)
     attr = _attr()
     struct.pack_into("<IIQQIIQII", attr, 0, req.prog_type, len(req.insns) // 8, insns.addr, lic.addr,
-                     req.log_level, LOG_SIZE, log.addr, 0, req.prog_flags)  # fmt: skip
+                     req.log_level, log_size, log.addr if log_size else 0, 0, req.prog_flags)  # fmt: skip
     name = req.name.encode()[:15]
     attr[48 : 48 + len(name)] = name
     struct.pack_into("<II", attr, 68, req.expected_attach_type, req.btf_fd)

@@ -271,3 +271,17 @@ def kernel_load(prog: Program, obj: LoadedObject | None = None, log_level: int =
         kp.close()
         raise
     return kp
+
+
+def trivial_load_refused(prog: Program) -> str | None:
+    """Whether the live kernel refuses even `r0 = 0; exit` of this program's type and
+    attach target: the errno text when it does (e.g. a kernel without fentry trampolines
+    answers EPERM for every tracing program), None when it loads."""
+    ptype, attach_type = PROG_TYPES.get(prog.prog_type, (0, 0))
+    attach_btf_id = (func_id(prog.attach_to) or 0) if ptype in (26, 29) else 0
+    insns = insns_to_bytes([Insn(0xB7, 0, 0, 0, 0), Insn(0x95, 0, 0, 0, 0)])
+    res = prog_load(ProgLoad("probe", ptype, insns, "GPL", attach_type, 0, b"", b"", attach_btf_id, 0))
+    if res.fd is not None:
+        res.fd.close()
+        return None
+    return errno_text(res.errno)

@@ -1,0 +1,187 @@
+"""Our final instructions against the kernel's xlated ones, after a short list of
+normalisations, each with its reason:
+
+1. calls by name: a kfunc or helper call names its target (ours from the kfunc table, the
+   kernel's from `__bpf_call_base + imm` in kallsyms); a bpf2bpf call names its callee by
+   function index (the kernel's dump keeps the index in `imm`, ours is relative);
+2. the series' throw trampoline: our calls to the hidden `__bpf_throw_tramp` are the
+   kernel's `call bpf_throw`, and the trampoline's own insns (mainline has none) are dropped;
+3. object types: the ld_imm64 of a `bpf_obj_new` local type id names the struct (its BTF id
+   differs between our numbering and the BTF the kernel was given), and the `meta` argument
+   of obj_new/obj_drop is a kernel pointer there and the type id here (docs/deviations.md);
+4. map loads: the kernel's dump names the map by id, ours by index: only the kind and the
+   value offset are compared;
+5. ctx accesses: the kernel converts each `__sk_buff` load into a load of the real
+   `struct sk_buff` field (convert_ctx_accesses); a load that differs only in size and
+   offset is accepted when it reads the sk_buff field of the same name at its vmlinux BTF
+   offset and size (`len`, `protocol`), or, for the ctx fields our model does not name, when
+   it keeps its registers (reported as unchecked).
+Anything else is a difference, reported with both instructions."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from unwind.live.kallsyms import call_imm_target
+from unwind.live.load import KernelProgram
+from unwind.live.vmlinux import vmlinux_btf
+from verifier.asm.disasm import insn_text
+from verifier.isa.insn import BPF_PSEUDO_CALL, BPF_PSEUDO_KFUNC_CALL, Insn
+from verifier.program import Program, VerifiedProgram
+from verifier.protos.kfuncs import KFUNCS_BY_ID
+
+SKB_FIELDS = {0: "len", 16: "protocol"}  # our __sk_buff offsets -> struct sk_buff member
+OBJ_META_KFUNCS = (
+    "bpf_obj_new_impl", "bpf_obj_drop_impl", "bpf_percpu_obj_new_impl", "bpf_percpu_obj_drop_impl",
+)  # fmt: skip
+SIZE_CODES = {1: 0x10, 2: 0x08, 4: 0x00, 8: 0x18}
+
+
+@dataclass(frozen=True)
+class XlatedDiff:
+    """The outcome of one comparison: equal, or the first difference."""
+
+    ours_len: int
+    kernel_len: int
+    pc: int | None  # first differing (normalised) pc, None when equal
+    detail: str = ""
+    unchecked_ctx: int = 0  # ctx loads accepted without a named field
+
+    @property
+    def equal(self) -> bool:
+        return self.pc is None
+
+
+@functools.cache
+def skb_field(name: str) -> tuple[int, int] | None:
+    """(byte offset, size) of `struct sk_buff`'s member `name` in the running kernel, looking
+    through the anonymous structs and unions it is grouped in."""
+    btf = vmlinux_btf()
+
+    def find(type_id: int, base: int) -> tuple[int, int] | None:
+        t = btf.skip_modifiers(type_id)
+        for m in t.members if t.kind in (4, 5) else ():
+            if m.name == name and not m.bitfield_size:
+                return base + m.offset // 8, btf.resolve_size(m.type)
+            if not m.name:
+                found = find(m.type, base + m.offset // 8)
+                if found:
+                    return found
+        return None
+
+    return next((f for t in btf.find("sk_buff") if t.kind == 4 and (f := find(t.id, 0))), None)
+
+
+def _call_name(insn: Insn, kernel: bool) -> str:
+    if kernel:
+        return call_imm_target(insn.imm) or f"addr#{insn.imm}"
+    if insn.src == BPF_PSEUDO_KFUNC_CALL:
+        proto = KFUNCS_BY_ID.get(insn.imm)
+        return proto.name if proto else f"kfunc#{insn.imm}"
+    return f"helper#{insn.imm}"
+
+
+def normalize_ours(vp: VerifiedProgram, prog: Program) -> list[tuple]:
+    """Our final insns as comparable tuples, the trampoline dropped."""
+    tramp = vp.subprogs[vp.throw_tramp] if vp.throw_tramp is not None else None
+    starts = {sp.start: i for i, sp in enumerate(vp.subprogs)}
+    type_pcs = {pc for pc in range(len(vp.insns)) if _is_type_load(vp.insns, pc, prog)}
+    out: list[tuple] = []
+    for pc, insn in enumerate(vp.insns):
+        if tramp is not None and tramp.start <= pc < tramp.end:
+            continue
+        if insn.code == 0x85 and insn.src == BPF_PSEUDO_CALL:
+            target = pc + insn.imm + 1
+            callee = "bpf_throw" if tramp is not None and target == tramp.start else starts.get(target)
+            out.append(("call", callee))
+        elif insn.code == 0x85:
+            out.append(("call", _call_name(insn, False)))
+        else:
+            out.append(_plain(vp.insns, pc, insn, type_pcs))
+    return out
+
+
+def normalize_kernel(kp: KernelProgram) -> list[tuple]:
+    insns = kp.xlated
+    type_pcs = {pc for pc in range(len(insns)) if _is_type_load(insns, pc, None)}
+    out: list[tuple] = []
+    for pc, insn in enumerate(insns):
+        if insn.code == 0x85 and insn.src == BPF_PSEUDO_CALL:
+            out.append(("call", insn.imm))
+        elif insn.code == 0x85:
+            out.append(("call", _call_name(insn, True)))
+        else:
+            out.append(_plain(insns, pc, insn, type_pcs))
+    return out
+
+
+def _next_call(insns: list[Insn], pc: int) -> str | None:
+    """The kfunc the next call after pc names, looking past argument setup only."""
+    for insn in insns[pc + 1 : pc + 8]:
+        if insn.code == 0x85:
+            return _call_name(insn, insn.src == BPF_PSEUDO_KFUNC_CALL and insn.imm not in KFUNCS_BY_ID)
+    return None
+
+
+def _is_type_load(insns: list[Insn], pc: int, prog: Program | None) -> bool:
+    """An ld_imm64 of a struct type id or of the obj_new/obj_drop meta argument."""
+    insn = insns[pc]
+    if insn.code != 0x18 or insn.src != 0 or insn.dst not in (1, 2):
+        return False
+    return _next_call(insns, pc) in OBJ_META_KFUNCS
+
+
+def _plain(insns: list[Insn], pc: int, insn: Insn, type_pcs: set[int]) -> tuple:
+    if pc in type_pcs:
+        return ("ld_type", insn.dst)
+    if pc > 0 and (pc - 1) in type_pcs and insn.code == 0:
+        return ("ld_type_hi",)
+    if insn.code == 0x18 and insn.src in (1, 2):
+        return ("ld_map", insn.dst, insn.src)
+    if pc > 0 and insns[pc - 1].code == 0x18 and insns[pc - 1].src in (1, 2) and insn.code == 0:
+        return ("ld_map_off", insn.imm)
+    return ("insn", insn.code, insn.dst, insn.src, insn.off, insn.imm)
+
+
+def _ctx_pair(ours: tuple, theirs: tuple) -> str | None:
+    """'named' / 'unchecked' when the pair is a converted ctx load, None otherwise."""
+    if ours[0] != "insn" or theirs[0] != "insn":
+        return None
+    _, code, dst, src, off, _imm = ours
+    _, kcode, kdst, ksrc, koff, _kimm = theirs
+    if code & 0x07 != 0x01 or kcode & 0x07 != 0x01 or (dst, src) != (kdst, ksrc):
+        return None
+    field = SKB_FIELDS.get(off)
+    if field is None:
+        return "unchecked"
+    where = skb_field(field)
+    if where is None:
+        return None
+    foff, fsize = where
+    return "named" if koff == foff and kcode == (0x61 & ~0x18) | SIZE_CODES.get(fsize, -1) else None
+
+
+def compare_xlated(vp: VerifiedProgram, prog: Program, kp: KernelProgram) -> XlatedDiff:
+    ours, theirs = normalize_ours(vp, prog), normalize_kernel(kp)
+    unchecked = 0
+    for pc, (a, b) in enumerate(zip(ours, theirs, strict=False)):
+        if a == b:
+            continue
+        kind = _ctx_pair(a, b)
+        if kind is not None:
+            unchecked += kind == "unchecked"
+            continue
+        return XlatedDiff(len(ours), len(theirs), pc, f"ours {_show(a)} | kernel {_show(b)}", unchecked)
+    if len(ours) != len(theirs):
+        pc = min(len(ours), len(theirs))
+        detail = f"lengths differ: ours {len(ours)}, kernel {len(theirs)}"
+        return XlatedDiff(len(ours), len(theirs), pc, detail)
+    return XlatedDiff(len(ours), len(theirs), None, "", unchecked)
+
+
+def _show(item: tuple) -> str:
+    if item[0] == "insn":
+        _, code, dst, src, off, imm = item
+        return insn_text([Insn(code, dst, src, off, imm)], 0)
+    return " ".join(str(x) for x in item)
