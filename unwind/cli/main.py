@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="x86-64 JIT in Unicorn (default), or the reference interpreter (unwinds by insn pc)",
     )
     r.add_argument("--data-in", help="packet: the ctx's len and protocol come from it (BPF_PROG_TEST_RUN)")
-    r.add_argument("--ctx-in", help="__sk_buff bytes (the fields a test run may set), completed from the packet")
+    r.add_argument("--ctx-in", help="__sk_buff bytes (fields a test run may set), completed from the packet")
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="run the embedded demo (a throw three frames deep)")
