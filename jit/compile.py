@@ -140,6 +140,7 @@ class _Compiler:
             resolve_func=lambda k, insn: self._resolve_func(sj, k, insn),
             return_thunk=self.host.return_thunk if self.host else None,
             final=self.final,
+            bmi2=self.host.bmi2 if self.host else False,
         )
         k = 0
         while k < len(sj.insns):
@@ -228,12 +229,14 @@ class _Compiler:
 
 @dataclass(frozen=True)
 class KernelHost:
-    """Where a real kernel put things, so that our images can be compared with its images
-    byte for byte: each image's address (jited_ksyms; images beyond the list are placed
-    after the last one) and the return thunk's address, when the kernel uses one."""
+    """Where a real kernel put things and what its CPU offers, so that our images can be
+    compared with its images byte for byte: each image's address (jited_ksyms; images
+    beyond the list are placed after the last one), the return thunk's address when the
+    kernel uses one, and whether it shifts with BMI2."""
 
     image_addrs: Sequence[int] = ()
     return_thunk: int | None = None
+    bmi2: bool = False  # the host CPU has BMI2, so the kernel's shifts by register use VEX forms
 
 
 def jit_program(

@@ -10,7 +10,8 @@ rax untouched when the compare succeeds (x86's bpf_jit_needs_zext() is false, so
 no others).
 
 BMI2 is off by policy: shifts by a register use the push/pop rcx form (never shlx/shrx/sarx),
-which is what the kernel emits when boot_cpu_has(X86_FEATURE_BMI2) is false. Unicorn's default
+which is what the kernel emits when boot_cpu_has(X86_FEATURE_BMI2) is false. Only a
+`KernelHost` with `bmi2` (comparing with a live kernel on a BMI2 CPU) gets the VEX forms. Unicorn's default
 CPU model does advertise BMI2 (cpuid leaf 7, ebx bit 8), so a kernel booted on it would pick
 the 5-byte VEX forms; the policy is pinned so that image bytes never depend on the CPU model.
 """
@@ -33,6 +34,7 @@ from verifier.isa.insn import (
     BPF_MUL,
     BPF_NEG,
     BPF_OR,
+    BPF_REG_4,
     BPF_RSH,
     BPF_SUB,
     BPF_XOR,
@@ -67,6 +69,8 @@ def lower_alu(ctx: LowerCtx, k: int, insn: Insn) -> tuple[bytes, int]:
             return x86.emit_mul(is64, dst, src), 1
         return x86.emit_mul_imm(is64, dst, imm), 1
     if op in _SHIFTS:
+        if by_reg and ctx.bmi2 and src != BPF_REG_4:
+            return alu.emit_shiftx(op, is64, dst, src), 1
         if by_reg:
             return x86.emit_shift_reg(op, is64, dst, src), 1
         return x86.emit_shift_imm(op, is64, dst, imm), 1

@@ -37,6 +37,7 @@ class LowerCtx:
     # The kernel built with return thunks (X86_FEATURE_RETHUNK) ends the epilogue with
     # `jmp __x86_return_thunk` instead of `ret`; None keeps the plain `ret`.
     return_thunk: int | None = None
+    bmi2: bool = False  # shifts by a register as shlx/shrx/sarx (a BMI2 host kernel)
     final: bool = True  # the write pass: absolute targets are real
 
     def where(self, k: int) -> str:

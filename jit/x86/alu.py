@@ -23,8 +23,9 @@ from jit.x86.encode import (
     imm32,
     is_ereg,
     maybe_emit_1mod,
+    reg2hex,
 )
-from verifier.isa.insn import BPF_REG_0, BPF_REG_3
+from verifier.isa.insn import BPF_ARSH, BPF_LSH, BPF_REG_0, BPF_REG_3, BPF_RSH
 
 # ---------------------------------------------------------------- division and modulo
 
@@ -130,3 +131,18 @@ def emit_to_le(width: int, dst: int) -> bytes:
     if width == 32:
         return emit_mov_reg(False, dst, dst)
     return b""
+
+
+# pp field of the VEX prefix per shift: 66 (shlx), F2 (shrx), F3 (sarx).
+_SHIFTX_PP = {BPF_LSH: 1, BPF_RSH: 3, BPF_ARSH: 2}
+
+
+def emit_shiftx(op: int, is64: bool, dst: int, src: int) -> bytes:
+    """BMI2 `shlx/shrx/sarx dst, dst, src` (what a kernel on a BMI2 CPU emits for a shift by
+    a register other than R4): VEX3 `C4`, R/B from dst, map 0F38, W = is64, vvvv = the count
+    register, then `F7` and ModRM reg = rm = dst."""
+    ext = 1 if is_ereg(dst) else 0
+    byte1 = ((ext ^ 1) << 7) | (1 << 6) | ((ext ^ 1) << 5) | 0x02
+    vvvv = reg2hex(src) | (8 if is_ereg(src) else 0)
+    byte2 = (int(is64) << 7) | ((~vvvv & 0xF) << 3) | _SHIFTX_PP[op]
+    return bytes([0xC4, byte1, byte2, 0xF7, add_2reg(0xC0, dst, dst)])

@@ -14,6 +14,7 @@ What text assembly does not say is chosen like this (a heuristic, documented in 
 
 from __future__ import annotations
 
+import re
 import struct
 
 from unwind.live.btf_raw import FUNC_GLOBAL, FUNC_STATIC, KIND_DECL_TAG, TYPE, BtfBuilder, info_word
@@ -73,6 +74,12 @@ def guess_args(insns: list[Insn], start: int, end: int) -> tuple[int, bool]:
     return (max(read) if read else 0), r1_deref
 
 
+def btf_name(name: str) -> str:
+    """A C identifier for BTF (the kernel refuses others): other characters become `_`."""
+    out = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    return out if out and not out[0].isdigit() else f"_{out}"
+
+
 def asm_program_btf(prog: Program) -> tuple[bytes, bytes, dict[str, int]]:
     """(BTF blob, func_info records, struct name -> its type id in that BTF)."""
     b = BtfBuilder()
@@ -101,7 +108,7 @@ def asm_program_btf(prog: Program) -> tuple[bytes, bytes, dict[str, int]]:
         linkage = (
             FUNC_GLOBAL if (i == 0 or f.linkage == "global" or f.name == prog.exception_cb) else FUNC_STATIC
         )
-        fid = b.func(f.name, int_t, args, linkage)
+        fid = b.func(btf_name(f.name), int_t, args, linkage)
         main_id = main_id or fid
         records.append(struct.pack("<II", f.start, fid))
     if prog.exception_cb:

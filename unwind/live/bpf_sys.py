@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import errno as errno_mod
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 
@@ -221,7 +222,7 @@ def prog_load(req: ProgLoad) -> LoadResult:
     attr = _attr()
     struct.pack_into("<IIQQIIQII", attr, 0, req.prog_type, len(req.insns) // 8, insns.addr, lic.addr,
                      req.log_level, log_size, log.addr if log_size else 0, 0, req.prog_flags)  # fmt: skip
-    name = req.name.encode()[:15]
+    name = re.sub(r"[^A-Za-z0-9_.]", "_", req.name).encode()[:15]  # the kernel's prog_name charset
     attr[48 : 48 + len(name)] = name
     struct.pack_into("<II", attr, 68, req.expected_attach_type, req.btf_fd)
     if req.func_info:

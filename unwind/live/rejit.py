@@ -11,14 +11,17 @@ must produce the same bytes.
   imm and resolve to the kernel's real addresses;
 - stack depths and the exception boundary from our verifier's view of the same program
   (matched by function order), which the comparison thereby checks too.
-Images are pinned at `jited_ksyms` and return through the host's return thunk when the
-kernel's images do (`jit.compile.KernelHost`). The comparison masks one thing only: the 8-byte
-immediates of ld_imm64s that load a map (the kernel's dump replaces the map's address with
-its id, so the xlated insn no longer holds what the JIT encoded)."""
+Images are pinned at `jited_ksyms`, return through the host's return thunk when the
+kernel's images do, and shift with BMI2 when the host CPU has it (`jit.compile.KernelHost`).
+The comparison masks one thing only: the 8-byte immediates of ld_imm64s that load a map
+(the kernel's dump replaces the map's address with its id, so the xlated insn no longer
+holds what the JIT encoded)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 from jit.compile import KernelHost, jit_program
 from jit.image import JitProgram
@@ -101,6 +104,16 @@ def return_thunk(kp: KernelProgram) -> int | None:
     return None
 
 
+@functools.cache
+def host_has_bmi2() -> bool:
+    """The kernel's JIT asks boot_cpu_has(X86_FEATURE_BMI2); /proc/cpuinfo shows the same flag."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(line.startswith("flags") and " bmi2" in line for line in text.splitlines())
+
+
 def rejit(kp: KernelProgram, vp: VerifiedProgram) -> JitProgram:
     """Compile the kernel's xlated program with our JIT at the kernel's addresses."""
     kvp = kernel_vp(kp, vp)
@@ -109,7 +122,7 @@ def rejit(kp: KernelProgram, vp: VerifiedProgram) -> JitProgram:
         insn.imm: (base + insn.imm) & (2**64 - 1) for insn in kvp.insns if insn.code == 0x85 and insn.src == 0
     }
     thunk = return_thunk(kp)
-    host = KernelHost(image_addrs=tuple(kp.info.jited_ksyms) if kp.info else (), return_thunk=thunk)
+    host = KernelHost(tuple(kp.info.jited_ksyms) if kp.info else (), thunk, host_has_bmi2())
     return jit_program(kvp, {}, helper_addrs=helpers, host=host)
 
 
