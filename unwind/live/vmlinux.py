@@ -4,6 +4,7 @@ at all (`probe`), with the exact reason when it is not."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import struct
@@ -45,8 +46,9 @@ def probe() -> str | None:
     try:
         res = prog_load(ProgLoad("probe", 3, insns, log_level=0))
     except LiveKernelError as err:
-        return f"live kernel not usable: {err} (euid {os.geteuid()}; BPF_PROG_LOAD needs CAP_BPF or root)"
+        return f"live kernel not usable: {err} (euid {os.geteuid()}; bpf() needs CAP_BPF or root)"
     if res.fd is None:
-        return f"live kernel not usable: BPF_PROG_LOAD of 'r0 = 0; exit' failed: {errno_text(res.errno)}"
+        why = " (bpf() needs CAP_BPF, or root in the initial user namespace)" if res.errno == errno.EPERM else ""
+        return f"live kernel not usable: BPF_PROG_LOAD of 'r0 = 0; exit' failed: {errno_text(res.errno)}{why}"
     res.fd.close()
     return None
