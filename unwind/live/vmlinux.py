@@ -48,7 +48,9 @@ def probe() -> str | None:
     except LiveKernelError as err:
         return f"live kernel not usable: {err} (euid {os.geteuid()}; bpf() needs CAP_BPF or root)"
     if res.fd is None:
-        why = " (bpf() needs CAP_BPF, or root in the initial user namespace)" if res.errno == errno.EPERM else ""
+        why = ""
+        if res.errno == errno.EPERM:
+            why = " (bpf() needs CAP_BPF, or root in the initial user namespace)"
         return f"live kernel not usable: BPF_PROG_LOAD of 'r0 = 0; exit' failed: {errno_text(res.errno)}{why}"
     res.fd.close()
     return None
