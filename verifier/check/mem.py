@@ -115,7 +115,8 @@ def _stack_access(env: Env, state: VerifierState, regno: int, reg: RegState, off
                   write: tuple[RegState, bool] | None) -> RegState:
     total = reg.off + off
     if total % size:
-        env.reject(f"misaligned stack access off (0x0; 0x0){reg.off:+d}+{off} size {size}")
+        # the kernel prints var_off with tnum_strn (a constant as %#llx: "0"), then +off+off
+        env.reject(f"misaligned stack access off 0+{reg.off}+{off} size {size}")
     if total >= 0 or total < -MAX_BPF_STACK or total + size > 0:
         what = "write to" if write is not None else "read from"
         env.reject(f"invalid {what} stack R{regno} off={total} size={size}")
