@@ -245,7 +245,9 @@ def test_global_subprog_verified_alone_with_ctx_arg():
 
 
 def test_global_subprog_rejects_pointer_args_and_pointer_return():
-    bad_arg = ".global g\nmain:\n\tr1 = r10\n\tcall g\n\texit\ng:\n\tr0 = 0\n\texit\n"
+    # g reads R1 first: its implied signature is g(u64) (verifier/asm/signature.py)
+    bad_arg = ".global g\nmain:\n\tr1 = r10\n\tcall g\n\texit\ng:\n\tr0 = r1\n\texit\n"
+    assert ok(".global g\nmain:\n\tr1 = r10\n\tcall g\n\texit\ng:\n\tr0 = 0\n\texit\n")  # g()
     assert str(rejected(bad_arg)) == "Caller passes invalid args into func#1 ('g')"
     bad_ret = ".global g\nmain:\n\tr0 = 0\n\texit\ng:\n\tr0 = r10\n\texit\n"
     assert str(rejected(bad_ret)) == "At subprogram exit the register R0 is not a scalar value (fp)"
