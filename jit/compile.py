@@ -140,6 +140,7 @@ class _Compiler:
             resolve_func=lambda k, insn: self._resolve_func(sj, k, insn),
             return_thunk=self.host.return_thunk if self.host else None,
             final=self.final,
+            bmi2=self.host.bmi2 if self.host else False,
         )
         k = 0
         while k < len(sj.insns):
@@ -234,6 +235,7 @@ class KernelHost:
 
     image_addrs: Sequence[int] = ()
     return_thunk: int | None = None
+    bmi2: bool = False  # the kernel's CPU has BMI2: its shifts by a register are shlx/shrx/sarx
 
 
 def jit_program(

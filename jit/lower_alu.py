@@ -13,6 +13,8 @@ BMI2 is off by policy: shifts by a register use the push/pop rcx form (never shl
 which is what the kernel emits when boot_cpu_has(X86_FEATURE_BMI2) is false. Unicorn's default
 CPU model does advertise BMI2 (cpuid leaf 7, ebx bit 8), so a kernel booted on it would pick
 the 5-byte VEX forms; the policy is pinned so that image bytes never depend on the CPU model.
+Only when compiling for a real kernel whose CPU has BMI2 (`KernelHost.bmi2`, the oracle's
+re-JIT) is a shift by a register other than R4 (rcx) the kernel's `shlx/shrx/sarx dst, dst, src`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from verifier.isa.insn import (
     BPF_MUL,
     BPF_NEG,
     BPF_OR,
+    BPF_REG_4,
     BPF_RSH,
     BPF_SUB,
     BPF_XOR,
@@ -67,6 +70,8 @@ def lower_alu(ctx: LowerCtx, k: int, insn: Insn) -> tuple[bytes, int]:
             return x86.emit_mul(is64, dst, src), 1
         return x86.emit_mul_imm(is64, dst, imm), 1
     if op in _SHIFTS:
+        if by_reg and ctx.bmi2 and src != BPF_REG_4:
+            return x86.emit_shiftx(op, is64, dst, src), 1
         if by_reg:
             return x86.emit_shift_reg(op, is64, dst, src), 1
         return x86.emit_shift_imm(op, is64, dst, imm), 1

@@ -38,6 +38,8 @@ class LowerCtx:
     # `jmp __x86_return_thunk` instead of `ret`; None keeps the plain `ret`.
     return_thunk: int | None = None
     final: bool = True  # the write pass: absolute targets are real
+    # A kernel on a CPU with BMI2 shifts by a register with shlx/shrx/sarx (see jit/lower_alu.py)
+    bmi2: bool = False
 
     def where(self, k: int) -> str:
         return f"{self.name}+{k}"

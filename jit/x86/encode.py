@@ -301,6 +301,20 @@ def emit_shift_reg(op: int, is64: bool, dst: int, src: int) -> bytes:
     return bytes(out)
 
 
+# The VEX `pp` field of shlx (66), sarx (F3) and shrx (F2).
+_SHIFTX_PP = {BPF_LSH: 1, BPF_ARSH: 2, BPF_RSH: 3}
+
+
+def emit_shiftx(op: int, is64: bool, dst: int, src: int) -> bytes:
+    """BMI2 `shlx/sarx/shrx dst, dst, src`: a three-byte VEX prefix (map 0F38, W = 64-bit,
+    vvvv = the count register, inverted), opcode F7, ModRM with dst as both reg and rm."""
+    d, c = hw(dst), hw(src)
+    ext = 0x80 if d < 8 else 0  # inverted REX.R; REX.X is always inverted-clear
+    byte1 = ext | 0x40 | (0x20 if d < 8 else 0) | 0x02
+    byte2 = (0x80 if is64 else 0) | ((~c & 0xF) << 3) | _SHIFTX_PP[op]
+    return bytes([0xC4, byte1, byte2, 0xF7, 0xC0 | (d & 7) << 3 | (d & 7)])
+
+
 def emit_push(reg: int) -> bytes:
     return (b"\x41" if is_ereg(reg) else b"") + bytes([add_1reg(0x50, reg)])
 

@@ -12,13 +12,16 @@ must produce the same bytes.
 - stack depths and the exception boundary from our verifier's view of the same program
   (matched by function order), which the comparison thereby checks too.
 Images are pinned at `jited_ksyms` and return through the host's return thunk when the
-kernel's images do (`jit.compile.KernelHost`). The comparison masks one thing only: the 8-byte
+kernel's images do, with the kernel's BMI2 shifts when this CPU has BMI2
+(`jit.compile.KernelHost`). The comparison masks one thing only: the 8-byte
 immediates of ld_imm64s that load a map (the kernel's dump replaces the map's address with
 its id, so the xlated insn no longer holds what the JIT encoded)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 from jit.compile import KernelHost, jit_program
 from jit.image import JitProgram
@@ -101,6 +104,16 @@ def return_thunk(kp: KernelProgram) -> int | None:
     return None
 
 
+@functools.cache
+def host_bmi2() -> bool:
+    """The running kernel's CPU has BMI2 (its JIT then shifts by a register with shlx/shrx/sarx)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(line.startswith("flags") and " bmi2" in line for line in text.splitlines())
+
+
 def rejit(kp: KernelProgram, vp: VerifiedProgram) -> JitProgram:
     """Compile the kernel's xlated program with our JIT at the kernel's addresses."""
     kvp = kernel_vp(kp, vp)
@@ -109,7 +122,8 @@ def rejit(kp: KernelProgram, vp: VerifiedProgram) -> JitProgram:
         insn.imm: (base + insn.imm) & (2**64 - 1) for insn in kvp.insns if insn.code == 0x85 and insn.src == 0
     }
     thunk = return_thunk(kp)
-    host = KernelHost(image_addrs=tuple(kp.info.jited_ksyms) if kp.info else (), return_thunk=thunk)
+    host = KernelHost(image_addrs=tuple(kp.info.jited_ksyms) if kp.info else (), return_thunk=thunk,
+                      bmi2=host_bmi2())  # fmt: skip
     return jit_program(kvp, {}, helper_addrs=helpers, host=host)
 
 
