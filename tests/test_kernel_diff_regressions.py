@@ -29,6 +29,8 @@ CASES = [
     ("global_ctx_into_u64", ".global g\nmain:\n\tcall g\n\tr0 = 0\n\texit\n"
      "g:\n\t*(u64 *)(r10 - 64) = r1\n\tr1 = 0\n\tcall bpf_throw\n\tr0 = 0\n\texit\n",
      "Caller passes invalid args into func#1 ('g')"),
+    # __sk_buff.len is a u32: an 8-byte load of it is refused
+    ("ctx_len_u64", "main:\n\tr0 = *(u64 *)(r1 + 0)\n\texit\n", "invalid bpf_context access off=0 size=8"),
     # the kernel's JIT on a BMI2 CPU shifts by a register with shrx (xlated and JIT compared)
     ("shift_by_reg", "main:\n\tr2 = *(u32 *)(r1 + 0)\n\tr3 = 7\n\tw2 >>= w3\n\tr2 <<= r3\n"
      "\tr2 s>>= r3\n\tr0 = r2\n\texit\n", None),
