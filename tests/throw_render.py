@@ -66,6 +66,10 @@ def render_frame(spec: Spec, i: int) -> list[str]:
     lines = [f"{frame.name}:"]
     body: list[str] = []
     if frame.carrier is not None:
+        if frame.is_global and spec.carry == "ctx":
+            # a global's signature is implied by its code (verifier/asm/signature.py): R1 is
+            # the ctx only when dereferenced before anything else reads it
+            body.append("r0 = *(u32 *)(r1 + 0)")
         if i == 0 and spec.carry == "len":
             body.append("r1 = *(u32 *)(r1 + 0)")
         body.append(store(frame.carrier, 1))

@@ -4,9 +4,10 @@ exception callbacks, a struct for every `bpf_obj_new` type, and the ctx struct b
 
 What text assembly does not say is chosen like this (a heuristic, documented in the README):
 - main is `int NAME(struct <ctx> *ctx)`; every function returns `int`;
-- a function's arguments are R1..Rn, n the highest of R1-R5 that it may read before writing
-  it, scanning its insns in order; R1 is the ctx pointer when it is dereferenced before being
-  written, otherwise every argument is a `u64`;
+- a function's arguments are what `verifier.asm.signature` implies (the assembler gives
+  `.global` functions the same signature): R1..Rn, n the highest of R1-R5 that it may read
+  before writing it; R1 is the ctx pointer when it is dereferenced before being written,
+  otherwise every argument is a `u64`;
 - the exception callback is `int NAME(u64 cookie)` and main carries the
   `exception_callback:NAME` decl tag;
 - a `.struct NAME SIZE` becomes a struct of SIZE bytes made of u64 members `f0, f8, ...`
@@ -18,60 +19,9 @@ import re
 import struct
 
 from unwind.live.btf_raw import FUNC_GLOBAL, FUNC_STATIC, KIND_DECL_TAG, TYPE, BtfBuilder, info_word
-from verifier.isa.insn import (
-    BPF_ALU,
-    BPF_ALU64,
-    BPF_CALL,
-    BPF_EXIT,
-    BPF_JA,
-    BPF_JMP,
-    BPF_JMP32,
-    BPF_LDX,
-    BPF_MOV,
-    BPF_ST,
-    BPF_STX,
-    BPF_X,
-    Insn,
-)
+from verifier.asm.signature import guess_args
 from verifier.load.model import CTX_STRUCTS
 from verifier.program import Program
-
-
-def _reads_writes(insn: Insn) -> tuple[set[int], set[int], bool]:
-    """(registers read, registers written, whether the read of src is a dereference)."""
-    cls = insn.code & 0x07
-    if cls in (BPF_ALU, BPF_ALU64):
-        reads = {insn.src} if insn.code & BPF_X else set()
-        if insn.code & 0xF0 != BPF_MOV:
-            reads.add(insn.dst)
-        return reads, {insn.dst}, False
-    if cls == BPF_LDX:
-        return {insn.src}, {insn.dst}, True
-    if cls in (BPF_STX, BPF_ST):
-        return ({insn.dst, insn.src} if cls == BPF_STX else {insn.dst}), set(), False
-    if cls in (BPF_JMP, BPF_JMP32):
-        op = insn.code & 0xF0
-        if op == BPF_CALL:
-            return set(), {0, 1, 2, 3, 4, 5}, False
-        if op in (BPF_EXIT, BPF_JA):
-            return set(), set(), False
-        return ({insn.dst, insn.src} if insn.code & BPF_X else {insn.dst}), set(), False
-    return set(), ({insn.dst} if insn.code == 0x18 else set()), False
-
-
-def guess_args(insns: list[Insn], start: int, end: int) -> tuple[int, bool]:
-    """(argument count, R1 is the ctx) of the function at insns[start:end]."""
-    written: set[int] = set()
-    read: set[int] = set()
-    r1_deref = False
-    for insn in insns[start:end]:
-        reads, writes, deref = _reads_writes(insn)
-        for r in reads - written:
-            if 1 <= r <= 5:
-                read.add(r)
-                r1_deref |= r == 1 and deref and insn.src == 1
-        written |= writes
-    return (max(read) if read else 0), r1_deref
 
 
 def btf_name(name: str) -> str:

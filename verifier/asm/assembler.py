@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 
 from verifier.asm.line import LineError, Ref, off16, parse_insn
+from verifier.asm.signature import implied_proto
 from verifier.errors import AsmError
 from verifier.isa.insn import BPF_JA, BPF_JMP32, BPF_PSEUDO_CALL, BPF_PSEUDO_FUNC, BPF_PSEUDO_KFUNC_CALL, Insn
 from verifier.program import FuncSym, Program, StructType
@@ -207,7 +208,12 @@ class _State:
             cb, line = self.exception_cb
             if cb not in self.func_lines:
                 raise self.error(f".exception_callback names unknown function '{cb}'", line)
+        ends = [f.start for f in funcs[1:]] + [len(self.insns)]
+        protos = {f.name: implied_proto(self.insns, f.start, end)
+                  for f, end in zip(funcs[1:], ends[1:], strict=True)
+                  if f.linkage == "global" and f.name != cb}  # fmt: skip
         return Program(
+            func_protos=protos,
             name=funcs[0].name,
             insns=self.insns,
             funcs=funcs,

@@ -47,6 +47,8 @@ BTF_ARGS_CTX_TYPES = frozenset({"fentry", "fexit", "fmod_ret", "tracing", "lsm"}
 LD_IMM64_KINDS = {BPF_PSEUDO_MAP_FD: "of a map ", BPF_PSEUDO_MAP_VALUE: "of a global variable (map value) "}
 
 
+U32_CTX_FIELDS = (0, 16)  # __sk_buff.len and .protocol: u32, the kernel refuses 8-byte loads
+
 def check_mem_insn(env: Env, state: VerifierState, insn: Insn) -> tuple[int | None, tuple[int, int] | None]:
     """One LDX/ST/STX insn. Returns (register written, (frameno, spi) of the stack slot
     written), either None, for the level-2 log."""
@@ -98,7 +100,8 @@ def check_mem_access(env: Env, state: VerifierState, regno: int, off: int, size:
         total = reg.off + off
         if reg.off:
             env.reject(f"dereference of modified ctx ptr R{regno} off={reg.off} disallowed")
-        if write is not None or total < 0 or total + size > CTX_SIZE or total % size:
+        u32_field_too_wide = total in U32_CTX_FIELDS and size > 4  # __sk_buff len, protocol
+        if write is not None or total < 0 or total + size > CTX_SIZE or total % size or u32_field_too_wide:
             env.reject(f"invalid bpf_context access off={total} size={size}")
         return scalar()
     if reg.is_alloc_obj:
@@ -115,7 +118,8 @@ def _stack_access(env: Env, state: VerifierState, regno: int, reg: RegState, off
                   write: tuple[RegState, bool] | None) -> RegState:
     total = reg.off + off
     if total % size:
-        env.reject(f"misaligned stack access off (0x0; 0x0){reg.off:+d}+{off} size {size}")
+        # the kernel prints var_off with tnum_strn (a constant as %#llx: "0"), then +off+off
+        env.reject(f"misaligned stack access off 0+{reg.off}+{off} size {size}")
     if total >= 0 or total < -MAX_BPF_STACK or total + size > 0:
         what = "write to" if write is not None else "read from"
         env.reject(f"invalid {what} stack R{regno} off={total} size={size}")
