@@ -26,7 +26,7 @@ from collections.abc import Mapping
 
 from jit.interp.alu import M64
 from jit.interp.engine import DEFAULT_BUDGET, Interp, StubFn, Transfer
-from jit.layout import CTX_BASE, CTX_SIZE
+from jit.layout import CTX_BASE, CTX_SIZE, STACK_BASE, STACK_SIZE
 from unwind.kernel.cleanup import (
     UnwindError,
     check_stack_entry,
@@ -136,6 +136,7 @@ def run_interp(
     ctx: bytes | None = None,
     budget: int = DEFAULT_BUDGET,
     helpers: Mapping[int, StubFn] | None = None,
+    stack_fill: int = 0,
 ) -> RunResult:
     """Run main once in the reference interpreter with R1 = CTX_BASE holding `ctx`
     (default: unwind.runner.default_ctx()) and the kernel model; the interpreter's
@@ -147,6 +148,8 @@ def run_interp(
     kernel = InterpKernel(vp)
     interp = Interp(vp, helpers=helpers, kfuncs=kernel.stubs(), budget=budget)
     interp.mem.write(CTX_BASE, data)
+    if stack_fill:  # what uninitialised stack reads return (the kernel's stack is not zeroed)
+        interp.mem.write(STACK_BASE, bytes([stack_fill]) * STACK_SIZE)
     t0 = time.perf_counter()
     retval = interp.run(CTX_BASE)
     elapsed_us = (time.perf_counter() - t0) * 1e6

@@ -101,7 +101,11 @@ def _both_accept(c: Comparison, prog: Program, vp: VerifiedProgram, kp: KernelPr
         c.retval_kernel = prog_test_run(kp.fd, data_in=data, ctx_in=ctx_in).retval
         _run_ours(c, prog, vp, skb_ctx(data, ctx_in))
         if not c.retval_kernel == c.retval_jit == c.retval_interp:
-            problems.append("return values differ")
+            poisoned = run_interp(vp, skb_ctx(data, ctx_in), stack_fill=0xA5).retval
+            if poisoned & 0xFFFF_FFFF != c.retval_interp:
+                c.notes.append("the return value depends on uninitialised stack (which root may read)")
+            else:
+                problems.append("return values differ")
     else:
         c.notes.append(f"not run: BPF_PROG_TEST_RUN of {prog.prog_type} programs is not compared")
     c.outcome, c.reason = ("DISAGREE", "; ".join(problems)) if problems else ("agree", "")

@@ -142,11 +142,10 @@ def check_alu_op(env: Env, state: VerifierState, insn: Insn) -> None:
     if op == BPF_MOV:
         _check_mov(env, state, insn, bits)
         return
+    src = check_reg_read(env, state, insn.src) if insn.uses_reg_src else None  # the kernel reads src first
     dst = check_reg_read(env, state, insn.dst)
     check_reg_write(env, insn.dst)
-    if insn.uses_reg_src:
-        src = check_reg_read(env, state, insn.src)
-    else:
+    if src is None:
         if op in (BPF_DIV, BPF_MOD) and insn.imm == 0:
             env.reject("div by zero")
         if op in (BPF_LSH, BPF_RSH, BPF_ARSH) and not 0 <= insn.imm < bits:
@@ -155,20 +154,31 @@ def check_alu_op(env: Env, state: VerifierState, insn: Insn) -> None:
     if dst.is_pointer or src.is_pointer:
         regs[insn.dst] = _ptr_alu(env, insn, dst, src, is64)
         return
-    if dst.value is None or src.value is None:
+    if dst.value is None or src.value is None or not _safe_to_compute(op, src.value, bits):
         regs[insn.dst] = scalar()
         return
     signed = insn.off == 1 and op in (BPF_DIV, BPF_MOD)
     regs[insn.dst] = scalar(alu_fold(op, dst.value, src.value, bits, signed))
 
 
+def _safe_to_compute(op: int, src: int, bits: int) -> bool:
+    """`is_safe_to_compute_dst_reg_range`: the kernel computes a result's value for add,
+    sub, mul and the bitwise ops, and for shifts by a constant below the width; div and mod
+    (signed or not) and wider shifts give an unknown scalar, so their constants are not
+    folded here either (folding them would prune branches the kernel explores, and the
+    rewritten code would differ)."""
+    if op in (BPF_LSH, BPF_RSH, BPF_ARSH):
+        return src < bits
+    return op not in (BPF_DIV, BPF_MOD)
+
+
 def _check_mov(env: Env, state: VerifierState, insn: Insn, bits: int) -> None:
     regs = state.cur.regs
+    src = check_reg_read(env, state, insn.src) if insn.uses_reg_src else None  # src before dst, as the kernel
     check_reg_write(env, insn.dst)
-    if not insn.uses_reg_src:
+    if src is None:
         regs[insn.dst] = scalar(insn.imm if bits == 64 else insn.imm & U32_MASK)
         return
-    src = check_reg_read(env, state, insn.src)
     if insn.off not in (0, 8, 16) + ((32,) if bits == 64 else ()):
         env.reject(f"invalid movsx offset {insn.off}")
     if insn.off:  # movsx
