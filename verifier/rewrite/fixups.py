@@ -32,6 +32,8 @@ end: each must sit on a call insn of its own subprog."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from verifier.errors import VerifierError
 from verifier.isa.insn import (
     BPF_ADD,
@@ -72,13 +74,13 @@ from verifier.isa.insn import (
 from verifier.program import CheckResult, FdTab, Program, StructType, Subprog, SubprogKind, VerifiedProgram
 from verifier.protos.kfuncs import BPF_THROW_BTF_ID, KFUNCS_BY_NAME, is_bpf_throw_kfunc
 from verifier.rewrite.patch import (
+    Edit,
     PatchState,
     WorkSubprog,
     append_subprog,
     branch_target,
     iter_insns,
-    patch_insn,
-    remove_insns,
+    patch_edit,
 )
 from verifier.rewrite.regusage import detect_reg_usage
 
@@ -103,6 +105,8 @@ def finalize(result: CheckResult) -> VerifiedProgram:
     stats["insns_patched"] = _misc_fixups(state, result)
     stats["throws_redirected"] = _exception_fixups(state, result)
     _check_descriptors(state, result)
+    stats["relink_passes"] = state.relink_passes
+    stats["insns_relinked"] = state.insns_relinked
     return _build(state, result, stats)
 
 
@@ -146,31 +150,28 @@ def _hard_wire_dead_code_branches(state: PatchState) -> None:
 
 
 def _remove_dead_code(state: PatchState) -> int:
-    removed = 0
-    pc = 0
-    while pc < len(state.insns):
+    """Remove every unseen insn in one batch (`opt_remove_dead_code`): a static subprog
+    reached only from another subprog's dead code goes with the code that called it."""
+    edits: list[Edit] = []
+    n, pc = len(state.insns), 0
+    while pc < n:
         if state.aux[pc].seen:
             pc += 1
             continue
         end = pc
-        while end < len(state.insns) and not state.aux[end].seen:
+        while end < n and not state.aux[end].seen:
             end += 1
-        remove_insns(state, pc, end - pc)
-        removed += end - pc
-    return removed
+        edits.append(Edit(pc, end - pc))
+        pc = end
+    state.apply(edits)
+    return sum(e.old_len for e in edits)
 
 
 def _remove_nops(state: PatchState) -> int:
-    removed = 0
-    pc = 0
-    while pc < len(state.insns):
-        insn = state.insns[pc]
-        if insn == NOP:
-            remove_insns(state, pc, 1)
-            removed += 1
-            continue
-        pc += 2 if insn.is_ld_imm64() else 1
-    return removed
+    """Remove every `ja +0` in one batch (`opt_remove_nops`)."""
+    edits = [Edit(pc, 1) for pc, insn in iter_insns(state.insns) if insn == NOP]
+    state.apply(edits)
+    return len(edits)
 
 
 # 2. do_misc_fixups: div/mod guards, object kfuncs -----------------------------------------
@@ -209,13 +210,15 @@ def _is_kfunc(insn: Insn, btf_id: int) -> bool:
 
 
 def _misc_fixups(state: PatchState, result: CheckResult) -> int:
-    """Patch back to front, so the pcs still to be visited never move. Returns the count."""
+    """Patch every insn that needs it in one batch (one relink). Returns the count."""
     pcs = [pc for pc, _ in iter_insns(state.insns)]
-    allocs = {pc: _obj_new_struct(state, pc, result) for pc in pcs if _is_kfunc(state.insns[pc], OBJ_NEW_ID)}
+    targets = {branch_target(state.insns[pc], pc) for pc in pcs if state.insns[pc].is_jump()}
+    allocs = {pc: _obj_new_struct(state, i, pcs, targets, result)
+              for i, pc in enumerate(pcs) if _is_kfunc(state.insns[pc], OBJ_NEW_ID)}  # fmt: skip
     alloc_ids = {st.type_id for st in allocs.values()}
     drop_meta = alloc_ids.pop() if len(alloc_ids) == 1 else 0
-    patched = 0
-    for pc in reversed(pcs):
+    edits: list[Edit] = []
+    for pc in pcs:
         insn = state.insns[pc]
         if pc in allocs:
             st = allocs[pc]
@@ -227,14 +230,17 @@ def _misc_fixups(state: PatchState, result: CheckResult) -> int:
             if found is None:
                 continue
             patch, anchor = found
-        patch_insn(state, pc, patch, anchor)
-        patched += 1
-    return patched
+        edits.append(patch_edit(state, pc, patch, anchor))
+    state.apply(edits)
+    return len(edits)
 
 
-def _obj_new_struct(state: PatchState, pc: int, result: CheckResult) -> StructType:
-    prog = result.program
-    name = _r1_type_before(state, pc, prog)
+def _obj_new_struct(
+    state: PatchState, idx: int, pcs: list[int], targets: set[int], result: CheckResult
+) -> StructType:
+    """The struct the `bpf_obj_new_impl` call at pcs[idx] allocates."""
+    prog, pc = result.program, pcs[idx]
+    name = _r1_type_before(state, idx, pcs, targets, prog)
     if name is None:
         names = {a.type_ref for a in state.aux if a.type_ref is not None}
         name = names.pop() if len(names) == 1 else None
@@ -243,11 +249,17 @@ def _obj_new_struct(state: PatchState, pc: int, result: CheckResult) -> StructTy
     return prog.structs[name]
 
 
-def _r1_type_before(state: PatchState, pc: int, prog: Program) -> str | None:
-    """The struct R1 names at pc, from the last write of R1 earlier in the basic block."""
-    start = state.subprogs[state.subprog_of(pc)].start
-    targets = {branch_target(i, p) for p, i in iter_insns(state.insns) if i.is_jump()}
-    for p, insn in reversed(list(iter_insns(state.insns, start, pc))):
+def _r1_type_before(
+    state: PatchState, idx: int, pcs: list[int], targets: set[int], prog: Program
+) -> str | None:
+    """The struct R1 names at pcs[idx], from the last write of R1 earlier in the basic
+    block. The walk stops at the block's start (a jump target, or after a jump, call or
+    exit), so walks from successive calls never overlap: linear in all."""
+    start = state.subprogs[state.subprog_of(pcs[idx])].start
+    for p in _back(pcs, idx):
+        if p < start:
+            return None
+        insn = state.insns[p]
         if insn.is_jump() or insn.is_call() or insn.is_exit():
             return None  # the block starts after p (and a call clobbers R1)
         if insn.cls == BPF_STX and insn.mode == BPF_ATOMIC and insn.imm & BPF_FETCH and insn.src == BPF_REG_1:
@@ -265,6 +277,12 @@ def _r1_type_before(state: PatchState, pc: int, prog: Program) -> str | None:
         if p in targets:
             return None
     return None
+
+
+def _back(pcs: list[int], idx: int) -> Iterator[int]:
+    """pcs[idx - 1], pcs[idx - 2], ... without copying the list."""
+    for i in range(idx - 1, -1, -1):
+        yield pcs[i]
 
 
 # 3. Exceptions: default callback, throw trampoline ----------------------------------------
