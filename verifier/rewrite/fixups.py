@@ -9,7 +9,12 @@ Kernel order (bpf_check after do_check), privileged load:
    seen is kept whole), then every `ja +0`.
 2. The do_misc_fixups loop over the program's own insns:
    - div/mod guards the JIT relies on (no division fault in the image): sdiv/smod by the
-     constant -1, division and modulo by a register (mainline sequences, AX = BPF_REG_AX);
+     constant -1, division and modulo by a register (mainline sequences, AX = BPF_REG_AX),
+     and by the constant 0: the ISA's result (`dst = 0` / `dst = dst`, 32-bit
+     zero-extending), the same the register guards give. The checker rejects a constant
+     zero divisor ("div by zero", as the kernel does), so only unchecked builds (the
+     conformance runner) reach that case; without it the JIT's `div` would fault (#DE)
+     where the interpreter returns the ISA's value;
    - `call bpf_obj_new_impl` -> `r1 = size; r2 = meta ll; call`, `call bpf_obj_drop_impl`
      -> `r2 = meta ll; call`. Our meta is the struct's local type id. obj_new's struct is
      named by the nearest `r1 = NAME ll` (Program.type_refs) or `r1 = <type id>` before the
@@ -187,6 +192,8 @@ def div_mod_patch(insn: Insn) -> tuple[list[Insn], int] | None:
     isdiv = insn.op == BPF_DIV
     d, s = insn.dst, insn.src
     if not insn.uses_reg_src:
+        if insn.imm == 0:  # x / 0 -> 0, x % 0 -> x (zero-extended for 32-bit); signed alike
+            return [Insn(alu | BPF_MOV | BPF_K, d) if isdiv else Insn(alu | BPF_MOV | BPF_X, d, d)], 0
         if insn.off == 1 and insn.imm == -1:  # sdiv -> neg, smod -> 0
             return ([Insn(alu | BPF_NEG | BPF_K, d)] if isdiv else [mov32_imm(d, 0)]), 0
         return None
