@@ -7,7 +7,8 @@ uninitialised stack and call helper 5, none of which our verifier models (it ver
 kernel programs against a ctx). `build_unchecked` therefore builds the `CheckResult` the
 checker would hand over for a program it accepted: every insn seen, subprogs at the
 targets of local calls (main first), MAX_BPF_STACK bytes of stack each, no frame
-descriptors, no exception; then `verifier.rewrite.fixups.finalize` applies the same rewrites as for
+descriptors, no exception (a kfunc call is refused: only the checker can vouch for its
+typed arguments); then `verifier.rewrite.fixups.finalize` applies the same rewrites as for
 a verified program, so the kernel's div/mod guards are in what both engines run. Input is
 still validated by `verifier.isa.decode` (reserved fields, registers), so the `negative/`
 files are rejected by the same code that guards ELF/raw input.
@@ -90,6 +91,11 @@ def build_unchecked(insns: list[Insn], name: str = "conformance", names: dict[in
             if not 0 <= target < len(insns):
                 raise ConformanceError(f"{name}: local call at insn {pc} to insn {target} is outside")
             starts.add(target)
+        elif insn.is_kfunc_call():
+            # kfuncs take typed kernel objects only the checker can vouch for (bpf_obj_new
+            # needs the struct it allocates); the suite calls none.
+            raise ConformanceError(f"{name}: kfunc call at insn {pc} is not supported by bpf-unwind without"
+                                   " the checker")
         pc += 2 if insn.is_ld_imm64() else 1
     names = names or {}
     funcs = [FuncSym(name if s == 0 else names.get(s, f"func_{s}"), s) for s in sorted(starts)]

@@ -17,9 +17,9 @@ Kernel order (bpf_check after do_check), privileged load:
      where the interpreter returns the ISA's value;
    - `call bpf_obj_new_impl` -> `r1 = size; r2 = meta ll; call`, `call bpf_obj_drop_impl`
      -> `r2 = meta ll; call`. Our meta is the struct's local type id. obj_new's struct is
-     named by the nearest `r1 = NAME ll` (Program.type_refs) or `r1 = <type id>` before the
-     call in its basic block, else by the only struct any type_ref names; anything else is
-     an internal error. obj_drop's struct is not known per call without data flow, so meta
+     the constant R1 holds at the call on every path (`r1 = NAME ll`, Program.type_refs,
+     or a type id; verifier.rewrite.consts), else the only struct any type_ref names;
+     anything else is an internal error. obj_drop's struct is not known per call without data flow, so meta
      is the type id when every obj_new of the program allocates the same struct (then every
      dropped object has that type) and 0 otherwise: the runtime knows an object's type from
      its allocation anyway.
@@ -37,30 +37,24 @@ end: each must sit on a call insn of its own subprog."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from verifier.errors import VerifierError
 from verifier.isa.insn import (
     BPF_ADD,
     BPF_ALU,
     BPF_ALU64,
-    BPF_ATOMIC,
     BPF_DIV,
-    BPF_FETCH,
     BPF_JEQ,
     BPF_JGT,
     BPF_JMP,
     BPF_JMP32,
     BPF_JNE,
     BPF_K,
-    BPF_LDX,
     BPF_MOD,
     BPF_MOV,
     BPF_NEG,
     BPF_REG_1,
     BPF_REG_2,
     BPF_REG_AX,
-    BPF_STX,
     BPF_X,
     BPF_XOR,
     CALLEE_SAVED_REGS,
@@ -70,20 +64,19 @@ from verifier.isa.insn import (
     exit_insn,
     ja,
     ld_imm64,
-    ld_imm64_value,
     mov32_imm,
     mov32_reg,
     mov64_imm,
     mov64_reg,
 )
-from verifier.program import CheckResult, FdTab, Program, StructType, Subprog, SubprogKind, VerifiedProgram
+from verifier.program import CheckResult, FdTab, StructType, Subprog, SubprogKind, VerifiedProgram
 from verifier.protos.kfuncs import BPF_THROW_BTF_ID, KFUNCS_BY_NAME, is_bpf_throw_kfunc
+from verifier.rewrite.consts import RegState, constants_at
 from verifier.rewrite.patch import (
     Edit,
     PatchState,
     WorkSubprog,
     append_subprog,
-    branch_target,
     iter_insns,
     patch_edit,
 )
@@ -219,9 +212,7 @@ def _is_kfunc(insn: Insn, btf_id: int) -> bool:
 def _misc_fixups(state: PatchState, result: CheckResult) -> int:
     """Patch every insn that needs it in one batch (one relink). Returns the count."""
     pcs = [pc for pc, _ in iter_insns(state.insns)]
-    targets = {branch_target(state.insns[pc], pc) for pc in pcs if state.insns[pc].is_jump()}
-    allocs = {pc: _obj_new_struct(state, i, pcs, targets, result)
-              for i, pc in enumerate(pcs) if _is_kfunc(state.insns[pc], OBJ_NEW_ID)}  # fmt: skip
+    allocs = _obj_new_structs(state, [pc for pc in pcs if _is_kfunc(state.insns[pc], OBJ_NEW_ID)], result)
     alloc_ids = {st.type_id for st in allocs.values()}
     drop_meta = alloc_ids.pop() if len(alloc_ids) == 1 else 0
     edits: list[Edit] = []
@@ -242,54 +233,36 @@ def _misc_fixups(state: PatchState, result: CheckResult) -> int:
     return len(edits)
 
 
-def _obj_new_struct(
-    state: PatchState, idx: int, pcs: list[int], targets: set[int], result: CheckResult
-) -> StructType:
-    """The struct the `bpf_obj_new_impl` call at pcs[idx] allocates."""
-    prog, pc = result.program, pcs[idx]
-    name = _r1_type_before(state, idx, pcs, targets, prog)
-    if name is None:
-        names = {a.type_ref for a in state.aux if a.type_ref is not None}
-        name = names.pop() if len(names) == 1 else None
-    if name is None or name not in prog.structs:
-        raise _internal(f"cannot tell which struct bpf_obj_new_impl allocates at insn {pc}", result, pc)
-    return prog.structs[name]
-
-
-def _r1_type_before(
-    state: PatchState, idx: int, pcs: list[int], targets: set[int], prog: Program
-) -> str | None:
-    """The struct R1 names at pcs[idx], from the last write of R1 earlier in the basic
-    block. The walk stops at the block's start (a jump target, or after a jump, call or
-    exit), so walks from successive calls never overlap: linear in all."""
-    start = state.subprogs[state.subprog_of(pcs[idx])].start
-    for p in _back(pcs, idx):
-        if p < start:
-            return None
-        insn = state.insns[p]
-        if insn.is_jump() or insn.is_call() or insn.is_exit():
-            return None  # the block starts after p (and a call clobbers R1)
-        if insn.cls == BPF_STX and insn.mode == BPF_ATOMIC and insn.imm & BPF_FETCH and insn.src == BPF_REG_1:
-            return None
-        if insn.dst == BPF_REG_1 and (insn.is_ld_imm64() or insn.cls in (BPF_ALU, BPF_ALU64, BPF_LDX)):
-            if insn.is_ld_imm64() and state.aux[p].type_ref is not None:
-                return state.aux[p].type_ref
-            if insn.is_ld_imm64():
-                st = prog.struct_by_id(ld_imm64_value(insn, state.insns[p + 1]))
-            elif insn.op == BPF_MOV and not insn.uses_reg_src and insn.off == 0:
-                st = prog.struct_by_id(insn.imm)
-            else:
-                st = None
-            return None if st is None else st.name
-        if p in targets:
-            return None
-    return None
-
-
-def _back(pcs: list[int], idx: int) -> Iterator[int]:
-    """pcs[idx - 1], pcs[idx - 2], ... without copying the list."""
-    for i in range(idx - 1, -1, -1):
-        yield pcs[i]
+def _obj_new_structs(state: PatchState, calls: list[int], result: CheckResult) -> dict[int, StructType]:
+    """The struct each `bpf_obj_new_impl` call allocates: the constant R1 holds there on
+    every path (verifier.rewrite.consts), named by its `r1 = NAME ll` or by its type id;
+    else the only struct any type_ref names. The checker accepted a known struct id in R1,
+    so anything else is an internal error."""
+    prog = result.program
+    type_refs = {pc: a.type_ref for pc, a in enumerate(state.aux) if a.type_ref is not None}
+    only = set(type_refs.values())
+    by_subprog: dict[int, dict[int, RegState]] = {}
+    out: dict[int, StructType] = {}
+    for pc in calls:
+        idx = state.subprog_of(pc)
+        if idx not in by_subprog:
+            start, end = state.subprogs[idx].start, state.subprog_end(idx)
+            by_subprog[idx] = constants_at(state.insns, start, end, type_refs)
+        regs = by_subprog[idx].get(pc)
+        r1 = regs[BPF_REG_1] if regs is not None else None
+        name = None
+        if r1 is not None:
+            st = prog.struct_by_id(r1[0])
+            name = r1[1] or (st.name if st is not None else None)
+        if name is None and len(only) == 1:
+            name = next(iter(only))
+        if name is None and regs is not None and len(prog.structs) > 1:
+            why = "the struct it allocates differs between paths (not supported by bpf-unwind)"
+            raise VerifierError(f"bpf_obj_new_impl at insn {pc}: {why}", "\n".join(result.log), pc)
+        if name is None or name not in prog.structs:
+            raise _internal(f"cannot tell which struct bpf_obj_new_impl allocates at insn {pc}", result, pc)
+        out[pc] = prog.structs[name]
+    return out
 
 
 # 3. Exceptions: default callback, throw trampoline ----------------------------------------
