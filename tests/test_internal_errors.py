@@ -4,6 +4,7 @@ input: the input must be accepted or rejected with a reason."""
 
 import pytest
 
+from tests import malformed
 from unwind.cli import pipeline
 from unwind.cli.conformance import ConformanceError, build_unchecked
 from unwind.interp_kernel import run_interp
@@ -54,3 +55,13 @@ def test_unchecked_build_refuses_kfunc_calls():
     insns = [mov64_imm(1, 1), call_kfunc(KFUNCS_BY_NAME["bpf_obj_new_impl"].btf_id), exit_insn()]
     with pytest.raises(ConformanceError, match="kfunc call at insn 1 is not supported by bpf-unwind"):
         build_unchecked(insns, "raw")
+
+
+@pytest.mark.parametrize("fmt", malformed.FORMATS)
+def test_seeds_of_every_format_keep_the_contract(fmt):
+    seeds = malformed.seeds()
+    items = {"btf_ext": seeds.btf_ext}.get(fmt, getattr(seeds, fmt))
+    assert items, f"no seeds for {fmt}"
+    with malformed.bounded():
+        for item in items[:40]:
+            malformed.run_case(fmt, item)
