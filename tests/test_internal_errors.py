@@ -8,7 +8,7 @@ from tests import malformed
 from unwind.cli import pipeline
 from unwind.cli.conformance import ConformanceError, build_unchecked
 from unwind.interp_kernel import run_interp
-from verifier.isa.insn import call_kfunc, exit_insn, mov64_imm
+from verifier.isa.insn import BPF_JEQ, call_kfunc, call_pseudo, exit_insn, ja, jmp_imm, mov64_imm
 from verifier.protos.kfuncs import KFUNCS_BY_NAME
 
 TWO_STRUCTS = """\
@@ -65,3 +65,17 @@ def test_seeds_of_every_format_keep_the_contract(fmt):
     with malformed.bounded():
         for item in items[:40]:
             malformed.run_case(fmt, item)
+
+
+@pytest.mark.parametrize(("insns", "message"), [
+    ([mov64_imm(0, 1), jmp_imm(BPF_JEQ, 0, 0, 5), exit_insn()], "jump out of range from insn 1 to 7"),
+    ([mov64_imm(0, 1), ja(-3), exit_insn()], "jump out of range from insn 1 to -1"),
+    ([mov64_imm(0, 1), exit_insn(), mov64_imm(0, 2)], None),  # unreachable tail: the last insn
+    ([call_pseudo(1), exit_insn(), mov64_imm(0, 2), ja(-3), exit_insn()],
+     "jump out of range from insn 3 to 1"),
+], ids=["forward", "backward", "no-exit", "into-caller"])  # fmt: skip
+def test_unchecked_build_checks_subprogs_like_the_kernel(insns, message):
+    # Found comparing the engines on mutated raw bytes: the JIT refused a jump leaving its
+    # image ("bpf_jit: jump out of subprog") while the interpreter ran, the jump untaken.
+    with pytest.raises(ConformanceError, match=message or "last insn is not an exit or jmp"):
+        build_unchecked(insns, "raw")

@@ -8,7 +8,8 @@ kernel programs against a ctx). `build_unchecked` therefore builds the `CheckRes
 checker would hand over for a program it accepted: every insn seen, subprogs at the
 targets of local calls (main first), MAX_BPF_STACK bytes of stack each, no frame
 descriptors, no exception (a kfunc call is refused: only the checker can vouch for its
-typed arguments); then `verifier.rewrite.fixups.finalize` applies the same rewrites as for
+typed arguments; jumps must stay in their subprog, which must end in exit or a jump, as
+the kernel's check_subprogs has it); then `verifier.rewrite.fixups.finalize` applies the same rewrites as for
 a verified program, so the kernel's div/mod guards are in what both engines run. Input is
 still validated by `verifier.isa.decode` (reserved fields, registers), so the `negative/`
 files are rejected by the same code that guards ELF/raw input.
@@ -97,6 +98,7 @@ def build_unchecked(insns: list[Insn], name: str = "conformance", names: dict[in
             raise ConformanceError(f"{name}: kfunc call at insn {pc} is not supported by bpf-unwind without"
                                    " the checker")
         pc += 2 if insn.is_ld_imm64() else 1
+    _check_subprogs(insns, sorted(starts), name)
     names = names or {}
     funcs = [FuncSym(name if s == 0 else names.get(s, f"func_{s}"), s) for s in sorted(starts)]
     prog = Program(name, list(insns), funcs, prog_type="conformance")
@@ -104,6 +106,23 @@ def build_unchecked(insns: list[Insn], name: str = "conformance", names: dict[in
     result = CheckResult(prog, subprogs, [FdTab() for _ in funcs], seen_exception=False,
                          exception_cb=None, seen_insns=set(range(len(insns))))
     return finalize(result)
+
+
+def _check_subprogs(insns: list[Insn], starts: list[int], name: str) -> None:
+    """The kernel's check_subprogs, which runs before do_check: every jump stays in its
+    subprog and each subprog ends in exit or a jump. Without it the engines disagree on a
+    program that breaks it (the JIT refuses a jump out of its image, the interpreter runs
+    on until the jump is taken)."""
+    bounds = [*starts, len(insns)]
+    for i, start in enumerate(starts):
+        end, last, pc = bounds[i + 1], start, start
+        while pc < end:
+            insn, last = insns[pc], pc
+            if insn.is_jump() and not start <= (target := pc + insn.jump_offset() + 1) < end:
+                raise ConformanceError(f"{name}: jump out of range from insn {pc} to {target}")
+            pc += 2 if insn.is_ld_imm64() else 1
+        if not (insns[last].is_exit() or insns[last].is_jump() and not insns[last].is_cond_jump()):
+            raise ConformanceError(f"{name}: last insn is not an exit or jmp")
 
 
 def build_asm(text: str, name: str = "conformance") -> VerifiedProgram:
