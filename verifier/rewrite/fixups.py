@@ -18,11 +18,12 @@ Kernel order (bpf_check after do_check), privileged load:
    - `call bpf_obj_new_impl` -> `r1 = size; r2 = meta ll; call`, `call bpf_obj_drop_impl`
      -> `r2 = meta ll; call`. Our meta is the struct's local type id. obj_new's struct is
      the constant R1 holds at the call on every path (`r1 = NAME ll`, Program.type_refs,
-     or a type id; verifier.rewrite.consts), else the only struct any type_ref names;
-     anything else is an internal error. obj_drop's struct is not known per call without data flow, so meta
-     is the type id when every obj_new of the program allocates the same struct (then every
-     dropped object has that type) and 0 otherwise: the runtime knows an object's type from
-     its allocation anyway.
+     or a type id; verifier.rewrite.consts), else the only struct any type_ref names; a
+     struct that differs between paths is refused as not supported by bpf-unwind, anything
+     else is an internal error. obj_drop's struct is not known per call without data flow,
+     so meta is the type id when every obj_new of the program allocates the same struct
+     (then every dropped object has that type) and 0 otherwise: the runtime knows an
+     object's type from its allocation anyway.
 3. Exceptions (only when seen_exception): the hidden default callback `r0 = r1; exit`
    (mainline returns the cookie) when there is no custom one, then the hidden throw
    trampoline `r6 = 0; r7 = 0; r8 = 0; r9 = 0; call bpf_throw` (no exit, all four callee
