@@ -29,6 +29,7 @@ from verifier.isa.insn import (
     call_kfunc,
     call_pseudo,
     exit_insn,
+    ja,
     jmp_imm,
     ld_imm64,
     ldx_mem,
@@ -281,8 +282,11 @@ def test_obj_new_type_across_a_block_boundary_falls_back_or_fails():
     vp = finalize(make(insns, structs=[FOO], type_refs={0: "foo"}))  # only one struct referenced
     assert vp.insns[3:7] == flat(mov64_imm(1, FOO.size), ld_imm64(2, FOO.type_id), OBJ_NEW)
     insns = flat(ld_imm64(1, 1), ld_imm64(1, 2), jmp_imm(BPF_JEQ, 3, 0, 0), OBJ_NEW, exit_insn())
-    with pytest.raises(VerifierError, match="internal error: .*bpf_obj_new_impl allocates at insn 5"):
-        finalize(make(insns, structs=[FOO, BAR], type_refs={0: "foo", 2: "bar"}))
+    vp = finalize(make(insns, structs=[FOO, BAR], type_refs={0: "foo", 2: "bar"}))  # R1 = bar on every path
+    assert vp.insns[5:9] == flat(mov64_imm(1, BAR.size), ld_imm64(2, BAR.type_id), OBJ_NEW)
+    insns = flat(jmp_imm(BPF_JEQ, 3, 0, 3), ld_imm64(1, 1), ja(2), ld_imm64(1, 2), OBJ_NEW, exit_insn())
+    with pytest.raises(VerifierError, match="insn 6: the struct it allocates differs between paths"):
+        finalize(make(insns, structs=[FOO, BAR], type_refs={1: "foo", 4: "bar"}))
 
 
 def test_descriptor_on_a_non_call_is_an_internal_error():

@@ -20,7 +20,16 @@ from verifier.program import (
     FrameDesc,
     SubprogKind,
 )
-from verifier.rewrite.patch import PatchState, WorkSubprog, append_subprog, patch_insn, remove_insns
+from verifier.rewrite.patch import (
+    Edit,
+    PatchState,
+    WorkSubprog,
+    append_subprog,
+    apply_edits,
+    patch_edit,
+    patch_insn,
+    remove_insns,
+)
 
 # --- verifier.rewrite.patch directly ---------------------------------------------------------------
 
@@ -127,3 +136,42 @@ def test_append_subprog_moves_nothing():
     idx = append_subprog(st, "h", [mov64_reg(0, 1), exit_insn()], SubprogKind.EXCEPTION_CB)
     assert idx == 2 and st.subprogs[2].start == 3 and st.subprogs[2].hidden
     assert st.subprog_end(2) == 5 and st.subprogs[0].fdtab.descs[0].pc == 0 and st.aux[4].seen
+
+
+# --- batches: one relink per pass -----------------------------------------------------------
+
+
+def test_batch_of_patches_is_the_sequential_result_in_one_relink():
+    insns = [jmp_imm(BPF_JEQ, 1, 0, 3), mov64_imm(0, 1), call_pseudo(4), mov64_imm(0, 2), ja(-5),
+             exit_insn(), exit_insn(), exit_insn()]
+    patches = {1: ([mov64_imm(2, 2), insns[1]], 1), 3: ([insns[3], mov64_imm(3, 3), mov64_imm(4, 4)], 0)}
+    one_by_one = state(insns, (0, 7), descs={0: [2]})
+    for pc in sorted(patches, reverse=True):
+        patch_insn(one_by_one, pc, *patches[pc])
+    batched = state(insns, (0, 7), descs={0: [2]})
+    apply_edits(batched, [patch_edit(batched, pc, *patches[pc]) for pc in patches])
+    assert batched.insns == one_by_one.insns
+    descs = [[d.pc for d in st.subprogs[0].fdtab.descs] for st in (batched, one_by_one)]
+    assert descs[0] == descs[1] == [3]
+    assert [s.start for s in batched.subprogs] == [s.start for s in one_by_one.subprogs] == [0, 10]
+    assert one_by_one.relink_passes == 2 and batched.relink_passes == 1
+    assert batched.insns_relinked == len(insns)
+
+
+def test_batch_removes_a_dead_call_and_the_subprog_only_it_reached():
+    # s1 (insns 2-3) is reached only by the dead call at 5 in s2: removed one by one, s1 goes
+    # first and the call still points at it; in one batch both go.
+    insns = [call_pseudo(3), exit_insn(), mov64_imm(0, 1), exit_insn(), mov64_imm(0, 0), call_pseudo(-4),
+             exit_insn()]
+    with pytest.raises(VerifierError, match="insn 5 refers to a removed subprog"):
+        remove_insns(state(insns, (0, 2, 4)), 2, 2)
+    st = state(insns, (0, 2, 4))
+    apply_edits(st, [Edit(2, 2), Edit(5, 1)])
+    assert [(s.name, s.start) for s in st.subprogs] == [("s0", 0), ("s2", 2)]
+    assert st.insns == [call_pseudo(1), exit_insn(), mov64_imm(0, 0), exit_insn()]
+
+
+def test_batch_edits_must_not_overlap():
+    st = state([mov64_imm(0, 0)] * 4 + [exit_insn()])
+    with pytest.raises(VerifierError, match="overlaps another"):
+        apply_edits(st, [Edit(0, 2), Edit(1, 2)])

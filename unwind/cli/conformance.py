@@ -1,12 +1,15 @@
-"""bpf_conformance in-process: the `.data` format, an unchecked build, both engines, the
-report, and the suite's external plugin protocol (../shared/conformance/README.md).
+"""bpf_conformance in-process: an unchecked build, both engines, the report, and the
+suite's external plugin protocol (../shared/conformance/README.md). The `.data` format
+itself is `unwind.cli.conformance_data`.
 
 Why no checker: the suite's programs take raw memory in r1 (and its length in r2), use
 uninitialised stack and call helper 5, none of which our verifier models (it verifies
 kernel programs against a ctx). `build_unchecked` therefore builds the `CheckResult` the
 checker would hand over for a program it accepted: every insn seen, subprogs at the
 targets of local calls (main first), MAX_BPF_STACK bytes of stack each, no frame
-descriptors, no exception; then `verifier.rewrite.fixups.finalize` applies the same rewrites as for
+descriptors, no exception (a kfunc call is refused: only the checker can vouch for its
+typed arguments; jumps must stay in their subprog, which must end in exit or a jump, as
+the kernel's check_subprogs has it); then `verifier.rewrite.fixups.finalize` applies the same rewrites as for
 a verified program, so the kernel's div/mod guards are in what both engines run. Input is
 still validated by `verifier.isa.decode` (reserved fields, registers), so the `negative/`
 files are rejected by the same code that guards ELF/raw input.
@@ -34,9 +37,10 @@ from jit.compile import jit_program
 from jit.interp.engine import Interp
 from jit.layout import CTX_BASE, CTX_SIZE, stub_address
 from jit.machine import Machine
+from unwind.cli.conformance_data import ConformanceError, DataFile, parse_data
 from unwind.jit_kernel import kfunc_stub_addrs
 from verifier.asm.ubpf import assemble_ubpf
-from verifier.errors import BpfUnwindError, DecodeError
+from verifier.errors import BpfUnwindError, DecodeError, quoted, shown
 from verifier.isa.decode import decode
 from verifier.isa.insn import BPF_CALL, BPF_JMP, BPF_X, MAX_BPF_STACK, Insn, insns_to_bytes
 from verifier.program import CheckResult, FdTab, FuncSym, Program, SubprogInfo, VerifiedProgram
@@ -49,81 +53,8 @@ DEFAULT_BUDGET = 1_000_000
 CALLX_CODE = BPF_JMP | BPF_CALL | BPF_X
 
 
-class ConformanceError(BpfUnwindError):
-    """A `.data` file that cannot be parsed, or a program that cannot be built."""
-
-
 def helper_stub_addrs() -> dict[int, int]:
     return {HELPER_RETURN_R1: stub_address(HELPER_STUB_SLOT + HELPER_RETURN_R1)}
-
-
-# ---------------------------------------------------------------- .data files
-
-
-@dataclass
-class DataFile:
-    path: str
-    asm: str | None = None
-    asm_line: int = 1  # file line of the first asm line
-    raw: bytes | None = None
-    mem: bytes = b""
-    result: int | None = None
-    error: str | None = None
-    unknown: str | None = None  # an unknown `-- x` directive: the runner skips the file
-
-
-_HEADERS = ("asm", "result", "mem", "raw", "no register offset", " c", "error")
-
-
-def _raw_bytes(lines: list[str], path: str) -> bytes:
-    out = bytearray()
-    for line in lines:
-        tokens = line.split()
-        try:
-            if len(tokens) == 8 and all(len(t) == 2 for t in tokens):
-                out += bytes(int(t, 16) for t in tokens)
-            else:
-                for t in tokens:
-                    out += (int(t, 16) & ((1 << 64) - 1)).to_bytes(8, "little")
-        except ValueError:
-            raise ConformanceError(f"{path}: bad raw instruction line '{line}'") from None
-    return bytes(out)
-
-
-def parse_data(text: str, path: str = "<data>") -> DataFile:
-    """Parse one `.data` file (format of bpf_test_parser, both raw forms)."""
-    df = DataFile(path)
-    sections: dict[str, list[str]] = {}
-    current: str | None = None
-    for lineno, raw_line in enumerate(text.splitlines(), 1):
-        line = raw_line.rstrip("\r").split("#", 1)[0]
-        if "--" in line:
-            current = next((h for h in _HEADERS if h in line), None)
-            if current is None:
-                df.unknown = df.unknown or line.strip()
-                current = "unknown"
-            elif current == "asm":
-                df.asm_line = lineno + 1
-            sections.setdefault(current, [])
-            continue
-        if current == "asm":
-            sections["asm"].append(raw_line.rstrip("\r"))
-        elif current is not None and line.strip():
-            sections[current].append(line.strip())
-    if "asm" in sections:
-        df.asm = "\n".join(sections["asm"])
-    if "raw" in sections:
-        df.raw = _raw_bytes(sections["raw"], path)
-    try:
-        df.mem = bytes(int(t, 16) for line in sections.get("mem", []) for t in line.split())
-        if sections.get("result"):
-            last = sections["result"][-1]
-            df.result = int(last, 16) if "0x" in last else int(last)
-    except ValueError as exc:
-        raise ConformanceError(f"{path}: bad number: {exc}") from None
-    if "error" in sections:
-        df.error = "\n".join(sections["error"]).strip()
-    return df
 
 
 # ---------------------------------------------------------------- building
@@ -161,7 +92,13 @@ def build_unchecked(insns: list[Insn], name: str = "conformance", names: dict[in
             if not 0 <= target < len(insns):
                 raise ConformanceError(f"{name}: local call at insn {pc} to insn {target} is outside")
             starts.add(target)
+        elif insn.is_kfunc_call():
+            # kfuncs take typed kernel objects only the checker can vouch for (bpf_obj_new
+            # needs the struct it allocates); the suite calls none.
+            raise ConformanceError(f"{name}: kfunc call at insn {pc} is not supported by bpf-unwind without"
+                                   " the checker")
         pc += 2 if insn.is_ld_imm64() else 1
+    _check_subprogs(insns, sorted(starts), name)
     names = names or {}
     funcs = [FuncSym(name if s == 0 else names.get(s, f"func_{s}"), s) for s in sorted(starts)]
     prog = Program(name, list(insns), funcs, prog_type="conformance")
@@ -169,6 +106,23 @@ def build_unchecked(insns: list[Insn], name: str = "conformance", names: dict[in
     result = CheckResult(prog, subprogs, [FdTab() for _ in funcs], seen_exception=False,
                          exception_cb=None, seen_insns=set(range(len(insns))))
     return finalize(result)
+
+
+def _check_subprogs(insns: list[Insn], starts: list[int], name: str) -> None:
+    """The kernel's check_subprogs, which runs before do_check: every jump stays in its
+    subprog and each subprog ends in exit or a jump. Without it the engines disagree on a
+    program that breaks it (the JIT refuses a jump out of its image, the interpreter runs
+    on until the jump is taken)."""
+    bounds = [*starts, len(insns)]
+    for i, start in enumerate(starts):
+        end, last, pc = bounds[i + 1], start, start
+        while pc < end:
+            insn, last = insns[pc], pc
+            if insn.is_jump() and not start <= (target := pc + insn.jump_offset() + 1) < end:
+                raise ConformanceError(f"{name}: jump out of range from insn {pc} to {target}")
+            pc += 2 if insn.is_ld_imm64() else 1
+        if not (insns[last].is_exit() or insns[last].is_jump() and not insns[last].is_cond_jump()):
+            raise ConformanceError(f"{name}: last insn is not an exit or jmp")
 
 
 def build_asm(text: str, name: str = "conformance") -> VerifiedProgram:
@@ -235,8 +189,8 @@ RUNNERS: dict[str, Callable[[VerifiedProgram, bytes, int], int]] = {"jit": run_j
 @dataclass
 class Outcome:
     path: str
-    status: str  # "pass" | "fail" | "skip"
-    detail: str = ""  # fail: "expected X, got Y"; skip: the reason
+    status: str  # "pass" | "fail" | "skip" | "error" (the file cannot be read or parsed)
+    detail: str = ""  # fail: "expected X, got Y"; skip: the reason; error: the message
 
     def line(self) -> str:
         return f"{self.path}: {self.detail}"
@@ -258,13 +212,14 @@ def _err_text(err: BpfUnwindError, path: str) -> str:
 
 
 def _expected(df: DataFile) -> str:
-    return f"error '{df.error}'" if df.error is not None else f"{df.result:#x}"
+    return f"error {quoted(df.error)}" if df.error is not None else f"{df.result:#x}"
 
 
 def run_file(df: DataFile, engine: str, budget: int = DEFAULT_BUDGET) -> Outcome:
     """Run one parsed file on `engine` and judge it."""
     if df.unknown is not None:
-        return Outcome(df.path, "skip", f"unknown directive '{df.unknown}' (the suite's runner skips it)")
+        return Outcome(df.path, "skip", f"unknown directive {quoted(df.unknown)} (the suite's"
+                                        " runner skips it)")
     if df.result is None and df.error is None:
         return Outcome(df.path, "skip", "no result and no error section")
     try:
@@ -306,8 +261,13 @@ class Report:
 
     def summary(self) -> str:
         text = f"{self.count('pass')} passed, {self.count('fail')} failed"
-        skipped = self.count("skip")
-        return text + (f", {skipped} skipped" if skipped else "")
+        skipped, errors = self.count("skip"), self.count("error")
+        text += f", {skipped} skipped" if skipped else ""
+        return text + (f", {errors} unreadable" if errors else "")
+
+    def errors(self) -> list[str]:
+        """One line per file that could not be read or parsed (the CLI's stderr)."""
+        return [o.detail for o in self.outcomes if o.status == "error"]
 
     def lines(self, show_skips: bool = True) -> list[str]:
         out = [f"FAIL {o.line()}" for o in self.outcomes if o.status == "fail"]
@@ -322,10 +282,10 @@ def run_paths(paths: Sequence[str | Path], engine: str = "jit", budget: int = DE
         try:
             df = parse_data(path.read_text(), str(path))
         except (OSError, UnicodeDecodeError) as err:
-            report.outcomes.append(Outcome(str(path), "fail", f"cannot read: {err}"))
+            report.outcomes.append(Outcome(str(path), "error", shown(f"{path}: cannot read: {err}")))
             continue
         except ConformanceError as err:
-            report.outcomes.append(Outcome(str(path), "fail", str(err)))
+            report.outcomes.append(Outcome(str(path), "error", str(err)))
             continue
         report.outcomes.append(run_file(df, engine, budget))
     return report
@@ -352,9 +312,15 @@ def plugin_run(program_hex: str, mem_hex: str = "", engine: str = "jit", budget:
 
 
 def cmd_conformance(args: argparse.Namespace) -> int:
+    """Exit 0 when every file passed (or was skipped), 1 when a test failed, 2 when a file
+    could not be read or parsed (one `bpf-unwind: error:` line on stderr for each)."""
     report = run_paths(args.paths, args.engine, args.budget)
     for line in report.lines(show_skips=not args.quiet_skips):
         print(line)
+    for line in report.errors():
+        print(f"bpf-unwind: error: {line}", file=sys.stderr)
+    if report.count("error"):
+        return 2
     return 0 if report.count("fail") == 0 else 1
 
 
@@ -393,7 +359,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 __all__ = [
-    "EXECUTORS", "DataFile", "Outcome", "Report", "build_asm", "build_unchecked", "parse_data", "plugin_run",
-    "program_insns", "register", "register_conformance", "register_plugin", "run_file", "run_interp",
-    "run_jit", "run_paths",
+    "EXECUTORS", "ConformanceError", "DataFile", "Outcome", "Report", "build_asm", "build_unchecked",
+    "parse_data", "plugin_run", "program_insns", "register", "register_conformance", "register_plugin",
+    "run_file", "run_interp", "run_jit", "run_paths",
 ]

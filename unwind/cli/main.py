@@ -17,7 +17,7 @@ from unwind import report
 from unwind.cli import conformance, objcmd, oracle, pipeline
 from unwind.interp_kernel import run_interp
 from unwind.runner import default_packet, skb_ctx
-from verifier.errors import BpfUnwindError, LoadError, VerifierError
+from verifier.errors import BpfUnwindError, LoadError, VerifierError, quoted, shown
 from verifier.program import Program
 
 EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
@@ -42,12 +42,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except VerifierError as err:
         if err.log:
             print(err.log.rstrip("\n"))
-        print(f"program '{prog.name}' rejected: {err}")
+        print(f"program {quoted(prog.name)} rejected: {err}")
         return EXIT_FAIL
     print(vp.log.rstrip("\n"))
     print()
     print(report.fdtabs_text(vp))
-    print(f"program '{prog.name}' accepted")
+    print(f"program {quoted(prog.name)} accepted")
     return EXIT_OK
 
 
@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("BPF_UNWIND_DEBUG"):
             traceback.print_exc()
         print(
-            f"bpf-unwind: internal error: {type(err).__name__}: {err}"
+            f"bpf-unwind: internal error: {type(err).__name__}: {shown(str(err))}"
             " (set BPF_UNWIND_DEBUG=1 for a traceback)",
             file=sys.stderr,
         )

@@ -23,9 +23,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from verifier.asm.line import LineError, Ref, off16, parse_insn
+from verifier.asm.line import Ref, parse_insn
+from verifier.asm.literals import MAX_DIGITS, LineError, abbrev, off16
 from verifier.asm.signature import implied_proto
-from verifier.errors import AsmError
+from verifier.errors import AsmError, quoted
 from verifier.isa.insn import BPF_JA, BPF_JMP32, BPF_PSEUDO_CALL, BPF_PSEUDO_FUNC, BPF_PSEUDO_KFUNC_CALL, Insn
 from verifier.program import FuncSym, Program, StructType
 from verifier.protos.kfuncs import KFUNCS_BY_NAME
@@ -109,7 +110,7 @@ class _State:
     def label(self, name: str, column0: bool) -> None:
         pc = len(self.insns)
         if (self.scope, name) in self.labels or name in self.func_lines:
-            raise self.error(f"label '{name}' is defined twice")
+            raise self.error(f"label {quoted(name)} is defined twice")
         if is_local_label(name):
             self.labels[(self.scope, name)] = pc
             return
@@ -127,7 +128,7 @@ class _State:
     def start_func(self, name: str) -> None:
         pc = len(self.insns)
         if self.funcs and self.funcs[-1].start == pc:
-            raise self.error(f"function '{self.funcs[-1].name}' has no instructions")
+            raise self.error(f"function {quoted(self.funcs[-1].name)} has no instructions")
         self.funcs.append(FuncSym(name, pc))
         self.func_lines[name] = self.line
 
@@ -159,12 +160,14 @@ class _State:
             raise self.error(".struct takes NAME SIZE [TYPE_ID]")
         name = words[0]
         if name in self.structs:
-            raise self.error(f"struct '{name}' is declared twice")
+            raise self.error(f"struct {quoted(name)} is declared twice")
         try:
+            if any(len(w) > MAX_DIGITS for w in words[1:]):
+                raise ValueError("too long")
             size = int(words[1], 0)
             type_id = int(words[2], 0) if len(words) == 3 else len(self.structs) + 1
         except ValueError:
-            raise self.error(f"bad .struct number in '{' '.join(words)}'") from None
+            raise self.error(f"bad .struct number in {quoted(abbrev(' '.join(words), 60))}") from None
         if size <= 0 or type_id <= 0:
             raise self.error(".struct size and type id must be positive")
         if any(st.type_id == type_id for st in self.structs.values()):
@@ -191,7 +194,8 @@ class _State:
             raise self.error("no instructions", line=max(self.line, 1))
         if self.funcs[-1].start == len(self.insns):
             raise self.error(
-                f"function '{self.funcs[-1].name}' has no instructions", self.func_lines[self.funcs[-1].name]
+                f"function {quoted(self.funcs[-1].name)} has no"
+                " instructions", self.func_lines[self.funcs[-1].name]
             )
         type_refs: dict[int, str] = {}
         for fx in self.fixups:
@@ -202,12 +206,12 @@ class _State:
         ]
         for name, line in self.globals_.items():
             if name not in self.func_lines:
-                raise self.error(f".global names unknown function '{name}'", line)
+                raise self.error(f".global names unknown function {quoted(name)}", line)
         cb = None
         if self.exception_cb is not None:
             cb, line = self.exception_cb
             if cb not in self.func_lines:
-                raise self.error(f".exception_callback names unknown function '{cb}'", line)
+                raise self.error(f".exception_callback names unknown function {quoted(cb)}", line)
         ends = [f.start for f in funcs[1:]] + [len(self.insns)]
         protos = {f.name: implied_proto(self.insns, f.start, end)
                   for f, end in zip(funcs[1:], ends[1:], strict=True)
@@ -240,7 +244,7 @@ class _State:
                 # "leaves function" check below names what is wrong.
                 target = next((pc for (_, n), pc in self.labels.items() if n == name), None)
             if target is None:
-                raise self.error(f"unknown label '{name}'", fx.line)
+                raise self.error(f"unknown label {quoted(name)}", fx.line)
             rel = target - pc - 1
             if insn.code == BPF_JMP32 | BPF_JA:
                 self.insns[pc] = insn.replace(imm=rel)
@@ -248,7 +252,7 @@ class _State:
                 try:
                     self.insns[pc] = insn.replace(off=off16(rel, "jump offset"))
                 except LineError as exc:
-                    raise self.error(f"{exc} to label '{name}'", fx.line) from None
+                    raise self.error(f"{exc} to label {quoted(name)}", fx.line) from None
         elif fx.ref.kind == "call":
             target = self.func_start(name)
             if target is not None:
@@ -257,7 +261,7 @@ class _State:
                 self.insns[pc] = insn.replace(src=BPF_PSEUDO_KFUNC_CALL, imm=KFUNCS_BY_NAME[name].btf_id)
             else:
                 raise self.error(
-                    f"unknown call target '{name}' (not a function of this file nor a kfunc)", fx.line
+                    f"unknown call target {quoted(name)} (not a function of this file nor a kfunc)", fx.line
                 )
         else:  # ldimm
             if name in self.structs:
@@ -266,7 +270,7 @@ class _State:
             elif (target := self.func_start(name)) is not None:
                 self.insns[pc] = insn.replace(src=BPF_PSEUDO_FUNC, imm=target - pc - 1)
             else:
-                raise self.error(f"unknown symbol '{name}' (not a .struct nor a function)", fx.line)
+                raise self.error(f"unknown symbol {quoted(name)} (not a .struct nor a function)", fx.line)
 
     def check_jumps(self) -> None:
         bounds = [f.start for f in self.funcs] + [len(self.insns)]
@@ -283,7 +287,7 @@ class _State:
                 where = "outside the program" if not 0 <= target < len(self.insns) else "in another function"
                 raise self.error(
                     f"jump from insn {pc} to insn {target} leaves function "
-                    f"'{self.funcs[idx].name}' ({where})",
+                    f"{quoted(self.funcs[idx].name)} ({where})",
                     line,
                 )
 

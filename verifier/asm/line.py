@@ -12,7 +12,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from verifier.asm.literals import LineError, abbrev, imm32, off16, parse_int, small_int
 from verifier.asm.ops import ALU_OPS, FETCH_OPS, JMP_OPS, LOCK_OPS, MOVSX_OFF, SIZES, SX_SIZES
+from verifier.errors import quoted
 from verifier.isa.insn import (
     BPF_ABS,
     BPF_ALU,
@@ -46,12 +48,7 @@ from verifier.isa.insn import (
     BPF_XCHG,
     Insn,
     ld_imm64,
-    s32,
 )
-
-
-class LineError(Exception):
-    """A syntax or range error in one line (no location yet)."""
 
 
 @dataclass(frozen=True)
@@ -117,52 +114,27 @@ _R_KFUNC_ID = _rx(rf"kfunc\(\s*(?P<id>{_NUM})\s*(?:,\s*(?P<off>{_NUM})\s*)?\)")
 _R_PC_REL = _rx(rf"pc\s*(?P<rel>[-+]\s*{_UNUM})")
 
 
-def parse_int(tok: str) -> int:
-    """Decimal or 0x-hex with an optional sign."""
-    t = tok.replace(" ", "").replace("\t", "")
-    neg = t.startswith("-")
-    if t[:1] in "+-":
-        t = t[1:]
-    value = int(t, 16) if t[:2].lower() == "0x" else int(t, 10)
-    return -value if neg else value
-
-
-def imm32(tok: str) -> int:
-    """An s32 immediate; non-negative hex may use the full u32 range (wraps to s32)."""
-    value = parse_int(tok)
-    if "x" in tok.lower() and 0 <= value <= 0xFFFFFFFF:
-        return s32(value)
-    if not -(1 << 31) <= value < (1 << 31):
-        raise LineError(f"immediate {tok.strip()} out of range (must fit s32, or u32 if hex)")
-    return value
-
-
-def off16(value: int, what: str = "offset") -> int:
-    if not -(1 << 15) <= value < (1 << 15):
-        raise LineError(f"{what} {value} out of range (must fit s16)")
-    return value
-
-
 def reg(tok: str, kinds: str = "rw") -> tuple[int, bool]:
     """Register number and whether it was written as a 32-bit `w` register."""
-    num = int(tok[1:])
-    if num > 10 or tok[1:] != str(num):
-        raise LineError(f"invalid register '{tok}' (r0-r10 / w0-w10)")
+    num = int(tok[1:]) if len(tok) <= 3 else -1
+    if not 0 <= num <= 10 or tok[1:] != str(num):
+        raise LineError(f"invalid register {quoted(abbrev(tok, 60))} (r0-r10 / w0-w10)")
     if tok[0] not in kinds:
         want = "a 64-bit r" if kinds == "r" else "a 32-bit w"
-        raise LineError(f"'{tok}' must be {want} register here")
+        raise LineError(f"{quoted(abbrev(tok, 60))} must be {want} register here")
     return num, tok[0] == "w"
 
 
 def _same_width(a: str, b: str) -> None:
     if a[0] != b[0]:
-        raise LineError(f"operands '{a}' and '{b}' mix 32-bit and 64-bit registers")
+        raise LineError(f"operands {quoted(abbrev(a, 60))} and {quoted(abbrev(b, 60))} mix 32-bit and 64-bit"
+                        " registers")
 
 
 def _mem_off(m: re.Match[str], p: str) -> int:
     if m.group(f"{p}off") is None:
         return 0
-    value = parse_int(m.group(f"{p}off"))
+    value = parse_int(m.group(f"{p}off"), "offset")
     return off16(-value if m.group(f"{p}sign") == "-" else value)
 
 
@@ -173,7 +145,7 @@ def _base(m: re.Match[str], p: str) -> int:
 def _target(tok: str, is_long: bool) -> tuple[int, Ref | None]:
     """A jump target: a relative `+N`/`-N` (checked s16, or s32 for gotol) or a label."""
     if tok[0] in "+-":
-        value = parse_int(tok)
+        value = parse_int(tok, "jump offset")
         if is_long:
             return imm32(tok.replace(" ", "")), None
         return off16(value, "jump offset"), None
@@ -199,7 +171,7 @@ def _p_call(m: re.Match[str]) -> Parsed:
         return [Insn(code, 0, BPF_PSEUDO_CALL, 0, imm32(p.group("rel").replace(" ", "")))], None
     if re.match(rf"^{_SYM}$", arg):
         return [Insn(code)], Ref("call", arg)
-    raise LineError(f"bad call target '{arg}'")
+    raise LineError(f"bad call target {quoted(abbrev(arg, 60))}")
 
 
 def _p_ja(m: re.Match[str]) -> Parsed:
@@ -240,19 +212,19 @@ def _p_lock(m: re.Match[str]) -> Parsed:
 def _p_store(m: re.Match[str]) -> Parsed:
     size = m.group("size")
     if size not in SIZES:
-        raise LineError(f"unknown store size '{size}' (u8/u16/u32/u64)")
+        raise LineError(f"unknown store size {quoted(size)} (u8/u16/u32/u64)")
     base, off, src = _base(m, "m"), _mem_off(m, "m"), m.group("src")
     if _R_REG.match(src):
         num, is32 = reg(src)
         if is32 and size == "u64":
-            raise LineError(f"a u64 store needs a 64-bit register, not '{src}'")
+            raise LineError(f"a u64 store needs a 64-bit register, not {quoted(abbrev(src, 60))}")
         return [Insn(BPF_STX | BPF_MEM | SIZES[size], base, num, off, 0)], None
     return [Insn(BPF_ST | BPF_MEM | SIZES[size], base, 0, off, imm32(src))], None
 
 
 def _p_pseudo(m: re.Match[str]) -> Parsed:
     dst = reg(m.group("dst"), "r")[0]
-    kind = int(m.group("kind"))
+    kind = small_int(m.group("kind"), "ld_pseudo kind")
     if not 1 <= kind <= 6:
         raise LineError(f"ld_pseudo kind {kind} out of range (1-6)")
     return list(ld_imm64(dst, _imm64(m.group("val")), kind)), None
@@ -261,7 +233,7 @@ def _p_pseudo(m: re.Match[str]) -> Parsed:
 def _imm64(tok: str) -> int:
     value = parse_int(tok)
     if not -(1 << 63) <= value < (1 << 64):
-        raise LineError(f"immediate {tok.strip()} out of range (64 bits)")
+        raise LineError(f"immediate {abbrev(tok)} out of range (64 bits)")
     return value
 
 
@@ -278,7 +250,8 @@ def _p_alu(m: re.Match[str]) -> Parsed:
 
 def _same_reg(dst_tok: str, src_tok: str, what: str) -> None:
     if dst_tok != src_tok:
-        raise LineError(f"{what} must use the same register on both sides ('{dst_tok}', '{src_tok}')")
+        raise LineError(f"{what} must use the same register on both sides ({quoted(abbrev(dst_tok, 60))},"
+                        f" {quoted(abbrev(src_tok, 60))})")
 
 
 def _assign(dst_tok: str, rhs: str) -> Parsed:
@@ -300,7 +273,7 @@ def _assign(dst_tok: str, rhs: str) -> Parsed:
         return [Insn(alu | BPF_MOV | BPF_X, dst, reg(m.group("src"))[0], MOVSX_OFF[m.group("sx")])], None
     if m := _R_END.match(rhs):
         _same_reg(dst_tok.replace("w", "r"), m.group("src").replace("w", "r"), "byte swap")
-        bits = int(m.group("bits"))
+        bits = small_int(m.group("bits"), "byte swap width")
         if bits not in (16, 32, 64):
             raise LineError(f"byte swap width must be 16, 32 or 64 (is {bits})")
         code = {"be": BPF_ALU | BPF_TO_BE, "le": BPF_ALU | BPF_TO_LE, "bswap": BPF_ALU64 | BPF_TO_LE}
@@ -312,9 +285,9 @@ def _assign(dst_tok: str, rhs: str) -> Parsed:
         elif size in SX_SIZES:
             mode, sz = BPF_MEMSX, SX_SIZES[size]
         else:
-            raise LineError(f"unknown load size '{size}' (u8/u16/u32/u64/s8/s16/s32)")
+            raise LineError(f"unknown load size {quoted(size)} (u8/u16/u32/u64/s8/s16/s32)")
         if is32 and (size == "u64" or mode == BPF_MEMSX):
-            raise LineError(f"a {size} load needs a 64-bit destination, not '{dst_tok}'")
+            raise LineError(f"a {size} load needs a 64-bit destination, not {quoted(abbrev(dst_tok, 60))}")
         return [Insn(BPF_LDX | mode | sz, dst, _base(m, "m"), _mem_off(m, "m"), 0)], None
     if m := _R_SKB.match(rhs):
         return _skb(dst_tok, m)
@@ -331,7 +304,7 @@ def _assign(dst_tok: str, rhs: str) -> Parsed:
         size = _atomic_size("u64" if m.group("mn") == "cmpxchg_64" else "u32", [dst_tok, m.group("src")])
         _same_reg(dst_tok, m.group("old"), "cmpxchg")
         if dst != 0:
-            raise LineError(f"cmpxchg compares against r0/w0, not '{dst_tok}'")
+            raise LineError(f"cmpxchg compares against r0/w0, not {quoted(abbrev(dst_tok, 60))}")
         src = reg(m.group("src"))[0]
         return [Insn(BPF_STX | BPF_ATOMIC | size, _base(m, "m"), src, _mem_off(m, "m"), BPF_CMPXCHG)], None
     if _R_REG.match(rhs):
@@ -339,7 +312,7 @@ def _assign(dst_tok: str, rhs: str) -> Parsed:
         return [Insn(alu | BPF_MOV | BPF_X, dst, reg(rhs)[0])], None
     if _R_IMM.match(rhs):
         return [Insn(alu | BPF_MOV | BPF_K, dst, 0, 0, imm32(rhs))], None
-    raise LineError(f"cannot parse right-hand side '{rhs}'")
+    raise LineError(f"cannot parse right-hand side {quoted(abbrev(rhs, 60))}")
 
 
 def _skb(dst_tok: str, m: re.Match[str]) -> Parsed:
@@ -347,7 +320,7 @@ def _skb(dst_tok: str, m: re.Match[str]) -> Parsed:
     if size not in ("u8", "u16", "u32"):
         raise LineError(f"packet loads take u8/u16/u32, not {size}")
     if reg(dst_tok, "r")[0] != 0:
-        raise LineError(f"packet loads write r0, not '{dst_tok}'")
+        raise LineError(f"packet loads write r0, not {quoted(abbrev(dst_tok, 60))}")
     if m.group("abs") is not None:
         return [Insn(BPF_LD | BPF_ABS | SIZES[size], 0, 0, 0, imm32(m.group("abs")))], None
     imm = 0
@@ -381,4 +354,4 @@ def parse_insn(text: str) -> Parsed:
         if m := pattern.match(text):
             return handler(m)
     word = text.split()[0] if text.split() else text
-    raise LineError(f"unknown instruction '{text}'" if word else "empty instruction")
+    raise LineError(f"unknown instruction {quoted(abbrev(text, 60))}" if word else "empty instruction")

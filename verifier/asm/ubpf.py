@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from verifier.errors import AsmError
+from verifier.errors import AsmError, quoted
 from verifier.isa.insn import (
     BPF_ALU,
     BPF_ALU64,
@@ -82,6 +82,7 @@ _MEMOP = re.compile(r"^\[(?P<reg>[^\]+-]+)(?P<off>[+-][^\]]*)?\]$")
 _LABEL = re.compile(r"^[A-Za-z_.][\w.]*$")
 _NUM = re.compile(r"^(?P<sign>[+-]?)(?P<hex>0[xX])?(?P<digits>[0-9a-fA-F]+)$")
 
+MAX_DIGITS = 40  # a 64-bit value needs at most 20 decimal / 16 hex digits
 S16 = (-(1 << 15), (1 << 15) - 1)
 S32 = (-(1 << 31), (1 << 31) - 1)
 
@@ -113,43 +114,52 @@ class UbpfProgram:
 # ---------------------------------------------------------------- operands
 
 
-def parse_number(text: str) -> int:
+def abbrev(text: str, limit: int = 24) -> str:
+    """An operand for a message, cut to `limit` characters (a literal may be megabytes long)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def parse_number(text: str, range_reason: str = "Immediate out of 64-bit range") -> int:
+    """A signed decimal or hex literal. Its length is bounded before it is converted: more
+    than MAX_DIGITS significant digits is `range_reason` for whatever field it is."""
     m = _NUM.match(text)
     if not m or (not m.group("hex") and not m.group("digits").isdigit()):
-        raise _LineError("Invalid number", text)
+        raise _LineError("Invalid number", abbrev(text))
+    if len(m.group("digits").lstrip("0")) > MAX_DIGITS:
+        raise _LineError(range_reason, abbrev(text))
     value = int(m.group("digits"), 16 if m.group("hex") else 10)
     return -value if m.group("sign") == "-" else value
 
 
 def imm32(text: str) -> int:
-    value = parse_number(text)
+    value = parse_number(text, "Immediate out of 32-bit range")
     if text.lstrip("+-").lower().startswith("0x") and value >= 0:
         if value > 0xFFFFFFFF:
-            raise _LineError("Immediate out of 32-bit range", text)
+            raise _LineError("Immediate out of 32-bit range", abbrev(text))
         return s32(value)
     if not S32[0] <= value <= S32[1]:
-        raise _LineError("Immediate out of 32-bit range", text)
+        raise _LineError("Immediate out of 32-bit range", abbrev(text))
     return value
 
 
 def imm64(text: str) -> int:
     value = parse_number(text)
     if not -(1 << 63) <= value < (1 << 64):
-        raise _LineError("Immediate out of 64-bit range", text)
+        raise _LineError("Immediate out of 64-bit range", abbrev(text))
     return value
 
 
 def offset16(text: str) -> int:
-    value = parse_number(text)
+    value = parse_number(text, "Offset out of 16-bit range")
     if not S16[0] <= value <= S16[1]:
-        raise _LineError("Offset out of 16-bit range", text)
+        raise _LineError("Offset out of 16-bit range", abbrev(text))
     return value
 
 
 def register(text: str) -> int:
     m = _REG.match(text)
-    if not m or int(m.group(1)) > 15:
-        raise _LineError("Invalid register", text)
+    if not m or len(m.group(1)) > 2 or int(m.group(1)) > 15:
+        raise _LineError("Invalid register", abbrev(text))
     return int(m.group(1))
 
 
@@ -177,12 +187,12 @@ class _Asm:
         if len(operands) != n:
             raise _LineError("Invalid number of operands", f"{mnemonic} takes {n}, got {len(operands)}")
 
-    def target(self, text: str) -> int:
+    def target(self, text: str, range_reason: str = "Offset out of 16-bit range") -> int:
         """A jump target: +N/-N now, or a label resolved at the end (0 until then)."""
         if text[:1] in "+-":
-            return parse_number(text)
+            return parse_number(text, range_reason)
         if not _LABEL.match(text):
-            raise _LineError("Invalid label", text)
+            raise _LineError("Invalid label", abbrev(text))
         self.refs.append((len(self.insns), text, self.line))
         return 0
 
@@ -253,13 +263,13 @@ class _Asm:
     def target_off(self, text: str) -> int:
         value = self.target(text)
         if not S16[0] <= value <= S16[1]:
-            raise _LineError("Offset out of 16-bit range", text)
+            raise _LineError("Offset out of 16-bit range", abbrev(text))
         return value
 
     def target_imm(self, text: str) -> int:
-        value = self.target(text)
+        value = self.target(text, "Immediate out of 32-bit range")
         if not S32[0] <= value <= S32[1]:
-            raise _LineError("Immediate out of 32-bit range", text)
+            raise _LineError("Immediate out of 32-bit range", abbrev(text))
         return value
 
     def alu(self, mnemonic: str, op: str, width: str | None, ops: list[str]) -> None:
@@ -313,6 +323,8 @@ class _Asm:
             return
         tokens = [t[:-1] if t.endswith(",") else t for t in text.split()]
         tokens = [t for t in tokens if t]
+        if not tokens:  # only separators, e.g. a line `,`
+            raise _LineError("Invalid mnemonic", text)
         if tokens[0].endswith(":"):
             name = tokens[0][:-1]
             if not _LABEL.match(name):
@@ -335,7 +347,7 @@ class _Asm:
             if insn.code == BPF_JMP32 | BPF_JA or insn.is_call():
                 self.insns[pc] = insn.replace(imm=rel)
             elif not S16[0] <= rel <= S16[1]:
-                raise _LineError("Offset out of 16-bit range", f"jump to '{name}'")
+                raise _LineError("Offset out of 16-bit range", f"jump to {quoted(name)}")
             else:
                 self.insns[pc] = insn.replace(off=rel)
 

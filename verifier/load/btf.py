@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from verifier.errors import LoadError
+from verifier.errors import LoadError, quoted
 
 BTF_MAGIC = 0xEB9F
 BTF_VERSION = 1
@@ -314,7 +314,8 @@ def _check_refs(btf: Btf) -> None:
     def need(t: BtfType, ref: int, what: str) -> None:
         if not 0 <= ref < n:
             raise LoadError(
-                f"{btf.source}: BTF type [{t.id}] {t.kind_name} '{t.name}': {what} [{ref}] does not exist"
+                f"{btf.source}: BTF type [{t.id}] {t.kind_name} {quoted(t.name)}: {what} [{ref}]"
+                " does not exist"
             )
 
     for t in btf.types[1:]:
@@ -326,7 +327,8 @@ def _check_refs(btf: Btf) -> None:
         ):
             need(t, t.type, "referenced type")
         if t.kind == BTF_KIND_FUNC and btf.types[t.type].kind != BTF_KIND_FUNC_PROTO:
-            raise LoadError(f"{btf.source}: BTF FUNC [{t.id}] '{t.name}' does not point to a FUNC_PROTO")
+            raise LoadError(f"{btf.source}: BTF FUNC [{t.id}] {quoted(t.name)} does not point to a"
+                            " FUNC_PROTO")
         if t.kind == BTF_KIND_FUNC_PROTO:
             need(t, t.type, "return type")
         if t.kind == BTF_KIND_ARRAY:
@@ -334,6 +336,6 @@ def _check_refs(btf: Btf) -> None:
             need(t, t.array[1], "index type")
         if t.kind in (BTF_KIND_STRUCT, BTF_KIND_UNION, BTF_KIND_FUNC_PROTO, BTF_KIND_DATASEC):
             for m in t.members:
-                need(t, m.type, f"member '{m.name}' type")
+                need(t, m.type, f"member {quoted(m.name)} type")
         if t.kind == BTF_KIND_DECL_TAG and t.component_idx < -1:
             raise LoadError(f"{btf.source}: BTF DECL_TAG [{t.id}] has component_idx {t.component_idx}")

@@ -17,7 +17,7 @@ from elftools.common.exceptions import ELFError, ELFParseError
 from elftools.construct.core import ConstructError
 from elftools.elf.elffile import ELFFile
 
-from verifier.errors import LoadError
+from verifier.errors import LoadError, quoted, shown
 
 SHT_NULL, SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB, SHT_REL, SHT_NOBITS = 0, 1, 2, 3, 9, 8
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
@@ -127,10 +127,10 @@ def read_elf(data: bytes, path: str) -> ElfImage:
         image = ElfImage(path, sections, symbols)
         for sec in sections:
             if sec.type == SHT_REL:
-                what = f"relocation section {sec.name}"
+                what = f"relocation section {shown(sec.name)}"
                 image.relocs.setdefault(sec.info, []).extend(_read_relocs(sec, sections, symbols, path))
             elif sec.type == "SHT_RELA":
-                raise LoadError(f"{path}: RELA section {sec.name} is not expected in a BPF object")
+                raise LoadError(f"{path}: RELA section {shown(sec.name)} is not expected in a BPF object")
         return image
     except _PARSE_ERRORS as err:
         raise LoadError(f"{path}: corrupt ELF ({what}): {type(err).__name__}: {err}") from None
@@ -145,7 +145,7 @@ def _read_section(elf: ELFFile, idx: int, file_len: int, path: str) -> Section:
         raise LoadError(f"{path}: section {idx} has no readable name")
     if stype not in (SHT_NOBITS, SHT_NULL) and h["sh_offset"] + h["sh_size"] > file_len:
         raise LoadError(
-            f"{path}: section {name or idx} ({h['sh_size']} bytes at {h['sh_offset']:#x})"
+            f"{path}: section {shown(name) if name else idx} ({h['sh_size']} bytes at {h['sh_offset']:#x})"
             " lies outside the file"
         )
     content = b"" if stype in (SHT_NOBITS, SHT_NULL) else bytes(sec.data())
@@ -168,7 +168,8 @@ def _read_symbols(elf: ELFFile, symtab: Section, nsec: int, path: str) -> list[S
         e = sym.entry
         shndx = _shndx(e["st_shndx"])
         if shndx < 0 or (shndx >= nsec and shndx not in (SHN_ABS, SHN_COMMON)):
-            raise LoadError(f"{path}: symbol {i} '{sym.name}' refers to missing section {e['st_shndx']}")
+            raise LoadError(f"{path}: symbol {i} {quoted(sym.name)} refers to missing section"
+                            f" {e['st_shndx']}")
         bind = e["st_info"]["bind"].removeprefix("STB_")
         stype = e["st_info"]["type"].removeprefix("STT_")
         out.append(Symbol(i, sym.name, e["st_value"], e["st_size"], str(stype), str(bind), shndx))
@@ -177,20 +178,23 @@ def _read_symbols(elf: ELFFile, symtab: Section, nsec: int, path: str) -> list[S
 
 def _read_relocs(rel: Section, sections: list[Section], symbols: list[Symbol], path: str) -> list[Reloc]:
     if not 0 < rel.info < len(sections):
-        raise LoadError(f"{path}: relocation section {rel.name} patches missing section {rel.info}")
+        raise LoadError(f"{path}: relocation section {shown(rel.name)} patches missing section {rel.info}")
     if rel.size % 16:
-        raise LoadError(f"{path}: relocation section {rel.name} size {rel.size} is not a multiple of 16")
+        raise LoadError(f"{path}: relocation section {shown(rel.name)} size {rel.size} is not a"
+                        " multiple of 16")
     count = rel.size // 16
     if count > MAX_RELOCS:
-        raise LoadError(f"{path}: relocation section {rel.name} has {count} entries (limit {MAX_RELOCS})")
+        raise LoadError(f"{path}: relocation section {shown(rel.name)} has {count} entries (limit"
+                        f" {MAX_RELOCS})")
     target = sections[rel.info]
     out = []
     for i in range(count):
         off, info = struct.unpack_from("<QQ", rel.data, i * 16)
         sym, rtype = info >> 32, info & 0xFFFFFFFF
         if sym >= len(symbols):
-            raise LoadError(f"{path}: {rel.name} entry {i} refers to missing symbol {sym}")
+            raise LoadError(f"{path}: {shown(rel.name)} entry {i} refers to missing symbol {sym}")
         if off >= max(target.size, 1):
-            raise LoadError(f"{path}: {rel.name} entry {i} offset {off:#x} is outside section {target.name}")
+            raise LoadError(f"{path}: {shown(rel.name)} entry {i} offset {off:#x} is outside"
+                            f" section {shown(target.name)}")
         out.append(Reloc(off, rtype, sym))
     return out

@@ -17,7 +17,7 @@ program also gets every function's signature (Program.func_protos), all its
 
 from __future__ import annotations
 
-from verifier.errors import LoadError
+from verifier.errors import LoadError, quoted, shown
 from verifier.isa.decode import decode
 from verifier.isa.insn import (
     BPF_PSEUDO_CALL,
@@ -62,9 +62,9 @@ def check_relocations(obj: LoadedObject) -> None:
         if not sec.is_alloc:
             continue  # .BTF, .BTF.ext and DWARF: addresses for tools, nothing to apply
         if not sec.is_exec:
-            raise LoadError(f"{obj.path}: relocations in data section '{sec.name}' are not supported")
+            raise LoadError(f"{obj.path}: relocations in data section {quoted(sec.name)} are not supported")
         for r in relocs:
-            where = f"{sec.name}+{r.offset:#x}"
+            where = f"{shown(sec.name)}+{r.offset:#x}"
             if r.type not in (R_BPF_64_64, R_BPF_64_32):
                 raise LoadError(f"{obj.path}: {where}: {reloc_name(r.type)} is not supported in code")
             if r.offset % 8:
@@ -90,7 +90,7 @@ class _Linker:
         self.relocs = {k: {r.offset: r for r in v} for k, v in self.image.relocs.items()}
 
     def err(self, msg: str) -> LoadError:
-        return LoadError(f"{self.obj.path}: program '{self.main.name}': {msg}")
+        return LoadError(f"{self.obj.path}: program {quoted(self.main.name)}: {msg}")
 
     def place(self, f: FuncDef) -> int:
         """Start pc of `f` in this program, appending its insns the first time it is reached."""
@@ -98,9 +98,8 @@ class _Linker:
             return self.placed[f.name]
         sec = self.image.sections[f.shndx]
         start = len(self.insns)
-        self.insns.extend(
-            decode(sec.data[f.offset : f.offset + f.size], f"{self.obj.path}: {sec.name}:{f.name}")
-        )
+        where = f"{self.obj.path}: {shown(sec.name)}:{shown(f.name)}"
+        self.insns.extend(decode(sec.data[f.offset : f.offset + f.size], where))
         self.placed[f.name] = start
         self.funcs.append(FuncSym(f.name, start, f.linkage))
         self.queue.append((f, start))
@@ -158,7 +157,8 @@ class _Linker:
         for name in names:
             cb = self.obj.functions.get(name)
             if cb is None or cb.section != ".text":
-                raise self.err(f"exception callback '{name}' named by its decl tag is not a .text function")
+                raise self.err(f"exception callback {quoted(name)} named by its decl tag is not a"
+                               " .text function")
             self.place(cb)
         return names
 
@@ -173,14 +173,16 @@ class _Linker:
             elif insn.is_ld_imm64():
                 if relocs.get(byte + 8) is not None:
                     raise self.err(
-                        f"relocation at {f.section}+{byte + 8:#x} patches the second half of an ld_imm64"
+                        f"relocation at {shown(f.section)}+{byte + 8:#x} patches the second half"
+                        " of an ld_imm64"
                     )
                 if r is not None:
                     self._ld_imm64(f, pc, r)
                 slot += 1
             elif r is not None:
                 raise self.err(
-                    f"{reloc_name(r.type)} at {f.section}+{byte:#x} (insn {pc}) applies to neither a call "
+                    f"{reloc_name(r.type)} at {shown(f.section)}+{byte:#x} (insn {pc}) applies to"
+                    " neither a call "
                     "nor an ld_imm64"
                 )
             elif insn.is_helper_call():
@@ -195,10 +197,11 @@ class _Linker:
         sec = self.image.sections[shndx].name if 0 < shndx < len(self.image.sections) else f"#{shndx}"
         if g is None:
             raise self.err(
-                f"{what} at insn {pc} targets {sec}+{off:#x}, which is not the start of a function"
+                f"{what} at insn {pc} targets {shown(sec)}+{off:#x}, which is not the start of a function"
             )
         if g.section != ".text":
-            raise self.err(f"{what} at insn {pc} targets '{g.name}' in program section '{sec}' (only .text)")
+            raise self.err(f"{what} at insn {pc} targets {quoted(g.name)} in program section"
+                           f" {quoted(sec)} (only .text)")
         return g
 
     def _call(self, f: FuncDef, pc: int, byte: int, r: Reloc | None) -> None:
@@ -212,7 +215,7 @@ class _Linker:
             if sym.shndx == 0:
                 btf_id = kfunc_btf_id(sym.name)
                 if btf_id is None:
-                    raise self.err(f"unknown kfunc '{sym.name}' (called at insn {pc})")
+                    raise self.err(f"unknown kfunc {quoted(sym.name)} (called at insn {pc})")
                 self.insns[pc] = insn.replace(src=BPF_PSEUDO_KFUNC_CALL, imm=btf_id, off=0)
                 self.info.kfunc_calls[pc] = sym.name
                 return
@@ -227,10 +230,11 @@ class _Linker:
         sym = self._symbol(r)
         if sym.shndx == 0:
             raise self.err(
-                f"ld_imm64 at insn {pc} refers to extern '{sym.name}' (only __ksym kfuncs are supported)"
+                f"ld_imm64 at insn {pc} refers to extern {quoted(sym.name)} (only __ksym kfuncs"
+                " are supported)"
             )
         if sym.shndx >= len(self.image.sections):
-            raise self.err(f"ld_imm64 at insn {pc} refers to '{sym.name}' outside every section")
+            raise self.err(f"ld_imm64 at insn {pc} refers to {quoted(sym.name)} outside every section")
         tsec = self.image.sections[sym.shndx]
         off = sym.value + insn.imm
         if tsec.is_exec:
@@ -242,7 +246,7 @@ class _Linker:
             found = [i for i, m in enumerate(self.obj.maps) if m.kind == "map" and m.offset == off]
             if not found:
                 raise self.err(
-                    f"ld_imm64 at insn {pc} refers to .maps+{off:#x} ('{sym.name}'), which is no map"
+                    f"ld_imm64 at insn {pc} refers to .maps+{off:#x} ({quoted(sym.name)}), which is no map"
                 )
             self.insns[pc] = insn.replace(src=BPF_PSEUDO_MAP_FD, imm=found[0])
             self.insns[pc + 1] = second.replace(imm=0)
@@ -250,12 +254,14 @@ class _Linker:
         elif is_data_section(tsec.name):
             found = [i for i, m in enumerate(self.obj.maps) if m.kind == "data" and m.section == tsec.name]
             if not found or not 0 <= off < tsec.size:
-                raise self.err(f"ld_imm64 at insn {pc} refers to {tsec.name}+{off:#x}, outside the section")
+                raise self.err(f"ld_imm64 at insn {pc} refers to {shown(tsec.name)}+{off:#x},"
+                               " outside the section")
             self.insns[pc] = insn.replace(src=BPF_PSEUDO_MAP_VALUE, imm=found[0])
             self.insns[pc + 1] = second.replace(imm=off)
             self.info.map_refs[pc] = MapRef(tsec.name, "map_value", off)
         else:
-            raise self.err(f"ld_imm64 at insn {pc} refers to '{sym.name}' in section '{tsec.name}'")
+            raise self.err(f"ld_imm64 at insn {pc} refers to {quoted(sym.name)} in section"
+                           f" {quoted(tsec.name)}")
 
     def _core_relos(self, f: FuncDef, start: int) -> None:
         ext, btf = self.obj.btf_ext, self.obj.btf
@@ -266,7 +272,8 @@ class _Linker:
                 continue
             pc = start + (cr.insn_off - f.offset) // 8
             if cr.insn_off % 8:
-                raise self.err(f"CO-RE relocation at {f.section}+{cr.insn_off:#x} is not at an instruction")
+                raise self.err(f"CO-RE relocation at {shown(f.section)}+{cr.insn_off:#x} is not at"
+                               " an instruction")
             if cr.kind != BPF_CORE_TYPE_ID_LOCAL:
                 raise self.err(
                     f"CO-RE relocation {cr.kind_name} at insn {pc} is not supported (only type_id_local)"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from verifier.errors import LoadError
+from verifier.errors import LoadError, quoted, shown
 from verifier.load.btf import BTF_KIND_ARRAY, BTF_KIND_PTR, BTF_KIND_STRUCT, BTF_KIND_VAR, Btf
 from verifier.load.elf_file import ElfImage, Section
 
@@ -61,7 +61,8 @@ def _uint_field(btf: Btf, map_name: str, member: str, type_id: int, source: str)
     ptr = btf.skip_modifiers(type_id)
     arr = btf.skip_modifiers(ptr.type) if ptr.kind == BTF_KIND_PTR else ptr
     if ptr.kind != BTF_KIND_PTR or arr.kind != BTF_KIND_ARRAY:
-        raise LoadError(f"{source}: map '{map_name}': member '{member}' is not declared with __uint()")
+        raise LoadError(f"{source}: map {quoted(map_name)}: member {quoted(member)} is not"
+                        " declared with __uint()")
     return arr.array[2]
 
 
@@ -71,10 +72,10 @@ def _btf_map(btf: Btf, var_id: int, sec: Section, offsets: dict[str, int], sourc
         raise LoadError(f"{source}: .maps entry [{var_id}] is a BTF {var.kind_name}, not a VAR")
     name = var.name
     if name not in offsets:
-        raise LoadError(f"{source}: map '{name}' has BTF but no symbol in {sec.name}")
+        raise LoadError(f"{source}: map {quoted(name)} has BTF but no symbol in {shown(sec.name)}")
     layout = btf.skip_modifiers(var.type)
     if layout.kind != BTF_KIND_STRUCT:
-        raise LoadError(f"{source}: map '{name}' is a {layout.kind_name}, not a struct definition")
+        raise LoadError(f"{source}: map {quoted(name)} is a {layout.kind_name}, not a struct definition")
     fields: dict[str, int] = {"key_size": 0, "value_size": 0, "max_entries": 0, "map_flags": 0}
     value_type = 0
     for m in layout.members:
@@ -83,16 +84,17 @@ def _btf_map(btf: Btf, var_id: int, sec: Section, offsets: dict[str, int], sourc
         elif m.name in ("key", "value"):
             ptr = btf.skip_modifiers(m.type)
             if ptr.kind != BTF_KIND_PTR:
-                raise LoadError(f"{source}: map '{name}': member '{m.name}' is not declared with __type()")
+                raise LoadError(f"{source}: map {quoted(name)}: member {quoted(m.name)} is not"
+                                " declared with __type()")
             fields[f"{m.name}_size"] = btf.resolve_size(ptr.type)
             if m.name == "value":
                 value_type = ptr.type
         elif m.name == "values":
             continue  # initial values of map-in-map / prog arrays: not modelled
         else:
-            raise LoadError(f"{source}: map '{name}': unknown map definition member '{m.name}'")
+            raise LoadError(f"{source}: map {quoted(name)}: unknown map definition member {quoted(m.name)}")
     if "type" not in fields:
-        raise LoadError(f"{source}: map '{name}' has no type")
+        raise LoadError(f"{source}: map {quoted(name)} has no type")
     return MapDef(
         name,
         fields["type"],

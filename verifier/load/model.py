@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from verifier.errors import LoadError
+from verifier.errors import LoadError, quoted, shown
 from verifier.load.btf import Btf
 from verifier.load.btf_ext import BtfExt
 from verifier.load.elf_file import ElfImage
@@ -112,15 +112,14 @@ class LoadedObject:
         """The program called `name`; without a name, the object's only program."""
         if name is None:
             if len(self.programs) != 1:
-                names = ", ".join(self.programs) or "none"
+                names = ", ".join(map(shown, self.programs)) or "none"
                 raise LoadError(
                     f"{self.path}: has {len(self.programs)} programs ({names}); choose one with --prog"
                 )
             return next(iter(self.programs.values()))
         if name not in self.programs:
-            raise LoadError(
-                f"{self.path}: no program '{name}' (programs: {', '.join(self.programs) or 'none'})"
-            )
+            names = ", ".join(map(shown, self.programs)) or "none"
+            raise LoadError(f"{self.path}: no program {quoted(name)} (programs: {names})")
         return self.programs[name]
 
 

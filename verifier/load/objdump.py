@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 
 from verifier.asm.disasm import insn_text
-from verifier.errors import LoadError
+from verifier.errors import LoadError, quoted, shown
 from verifier.isa.decode import decode
 from verifier.isa.insn import Insn, ld_imm64_value
 from verifier.load.elf_file import ElfImage, Section, Symbol, read_elf
@@ -49,7 +49,7 @@ def objdump_insn_text(insns: list[Insn], pc: int) -> str:
 
 
 def _section_text(image: ElfImage, sec: Section) -> list[str]:
-    insns = decode(sec.data, f"{image.path}: {sec.name}")
+    insns = decode(sec.data, f"{image.path}: {shown(sec.name)}")
     syms = _label_symbols(image, sec)
     last_at: dict[int, Symbol] = {}
     for s in syms:
@@ -94,10 +94,10 @@ def disassemble_object(data: bytes, path: str, section: str | None = None) -> st
         code = [s for s in code if s.name == section]
         if not code:
             names = ", ".join(s.name for s in image.sections if s.is_exec) or "none"
-            raise LoadError(f"{path}: no code section '{section}' (code sections: {names})")
+            raise LoadError(f"{path}: no code section {quoted(section)} (code sections: {names})")
     out = ["", f"{path}:\tfile format elf64-bpf"]
     for sec in code:
         if sec.size % 8:
-            raise LoadError(f"{path}: section {sec.name} size {sec.size} is not a multiple of 8")
+            raise LoadError(f"{path}: section {shown(sec.name)} size {sec.size} is not a multiple of 8")
         out += _section_text(image, sec)
     return "\n".join(out) + "\n"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from verifier.errors import LoadError
+from verifier.errors import LoadError, quoted, shown
 from verifier.load.btf import BTF_KIND_FUNC, LINKAGE_NAMES, Btf, parse_btf
 from verifier.load.btf_ext import BtfExt, parse_btf_ext
 from verifier.load.elf_file import SHF_ALLOC, ElfImage, Section, read_elf
@@ -29,11 +29,11 @@ def _check_sections(image: ElfImage) -> None:
     for s in image.sections:
         if s.is_exec:
             if s.name != ".text" and prog_section_type(s.name) is None:
-                raise LoadError(f"{image.path}: unknown program section '{s.name}'")
+                raise LoadError(f"{image.path}: unknown program section {quoted(s.name)}")
             if s.size % 8:
-                raise LoadError(f"{image.path}: section {s.name} size {s.size} is not a multiple of 8")
+                raise LoadError(f"{image.path}: section {shown(s.name)} size {s.size} is not a multiple of 8")
         elif s.flags & SHF_ALLOC and not (is_data_section(s.name) or s.name in OTHER_ALLOC_SECTIONS):
-            raise LoadError(f"{image.path}: unknown allocated section '{s.name}'")
+            raise LoadError(f"{image.path}: unknown allocated section {quoted(s.name)}")
 
 
 def _license(image: ElfImage) -> str:
@@ -58,14 +58,14 @@ def _functions(image: ElfImage, btf: Btf | None, ext: BtfExt | None) -> dict[str
             continue
         sec: Section | None = image.sections[sym.shndx] if sym.shndx < len(image.sections) else None
         if sec is None or not sec.is_exec:
-            raise LoadError(f"{image.path}: function '{sym.name}' is not in an executable section")
+            raise LoadError(f"{image.path}: function {quoted(sym.name)} is not in an executable section")
         if sym.value % 8 or sym.size % 8 or sym.size == 0 or sym.value + sym.size > sec.size:
             raise LoadError(
-                f"{image.path}: function '{sym.name}' ({sym.size} bytes at {sym.value:#x})"
-                f" does not fit {sec.name}"
+                f"{image.path}: function {quoted(sym.name)} ({sym.size} bytes at {sym.value:#x})"
+                f" does not fit {shown(sec.name)}"
             )
         if sym.name in funcs:
-            raise LoadError(f"{image.path}: function '{sym.name}' is defined twice")
+            raise LoadError(f"{image.path}: function {quoted(sym.name)} is defined twice")
         linkage = "static" if sym.bind == "LOCAL" else "global"
         btf_id = info_ids.get((sec.name, sym.value), 0)
         if btf is not None:
@@ -103,8 +103,8 @@ def load_object_bytes(data: bytes, path: str, only: str | None = None) -> Loaded
     if only is not None:
         mains = [f for f in mains if f.name == only]
         if not mains:
-            progs = ", ".join(f.name for f in funcs.values() if f.section != ".text")
-            raise LoadError(f"{path}: no program '{only}' (programs: {progs})")
+            progs = ", ".join(shown(f.name) for f in funcs.values() if f.section != ".text")
+            raise LoadError(f"{path}: no program {quoted(only)} (programs: {progs})")
     for main in sorted(mains, key=lambda f: (f.shndx, f.offset)):
         prog, info = link_program(obj, main)
         obj.programs[main.name] = prog

@@ -9,15 +9,21 @@ Kernel order (bpf_check after do_check), privileged load:
    seen is kept whole), then every `ja +0`.
 2. The do_misc_fixups loop over the program's own insns:
    - div/mod guards the JIT relies on (no division fault in the image): sdiv/smod by the
-     constant -1, division and modulo by a register (mainline sequences, AX = BPF_REG_AX);
+     constant -1, division and modulo by a register (mainline sequences, AX = BPF_REG_AX),
+     and by the constant 0: the ISA's result (`dst = 0` / `dst = dst`, 32-bit
+     zero-extending), the same the register guards give. The checker rejects a constant
+     zero divisor ("div by zero", as the kernel does), so only unchecked builds (the
+     conformance runner) reach that case; without it the JIT's `div` would fault (#DE)
+     where the interpreter returns the ISA's value;
    - `call bpf_obj_new_impl` -> `r1 = size; r2 = meta ll; call`, `call bpf_obj_drop_impl`
      -> `r2 = meta ll; call`. Our meta is the struct's local type id. obj_new's struct is
-     named by the nearest `r1 = NAME ll` (Program.type_refs) or `r1 = <type id>` before the
-     call in its basic block, else by the only struct any type_ref names; anything else is
-     an internal error. obj_drop's struct is not known per call without data flow, so meta
-     is the type id when every obj_new of the program allocates the same struct (then every
-     dropped object has that type) and 0 otherwise: the runtime knows an object's type from
-     its allocation anyway.
+     the constant R1 holds at the call on every path (`r1 = NAME ll`, Program.type_refs,
+     or a type id; verifier.rewrite.consts), else the only struct any type_ref names; a
+     struct that differs between paths is refused as not supported by bpf-unwind, anything
+     else is an internal error. obj_drop's struct is not known per call without data flow,
+     so meta is the type id when every obj_new of the program allocates the same struct
+     (then every dropped object has that type) and 0 otherwise: the runtime knows an
+     object's type from its allocation anyway.
 3. Exceptions (only when seen_exception): the hidden default callback `r0 = r1; exit`
    (mainline returns the cookie) when there is no custom one, then the hidden throw
    trampoline `r6 = 0; r7 = 0; r8 = 0; r9 = 0; call bpf_throw` (no exit, all four callee
@@ -37,23 +43,19 @@ from verifier.isa.insn import (
     BPF_ADD,
     BPF_ALU,
     BPF_ALU64,
-    BPF_ATOMIC,
     BPF_DIV,
-    BPF_FETCH,
     BPF_JEQ,
     BPF_JGT,
     BPF_JMP,
     BPF_JMP32,
     BPF_JNE,
     BPF_K,
-    BPF_LDX,
     BPF_MOD,
     BPF_MOV,
     BPF_NEG,
     BPF_REG_1,
     BPF_REG_2,
     BPF_REG_AX,
-    BPF_STX,
     BPF_X,
     BPF_XOR,
     CALLEE_SAVED_REGS,
@@ -63,22 +65,21 @@ from verifier.isa.insn import (
     exit_insn,
     ja,
     ld_imm64,
-    ld_imm64_value,
     mov32_imm,
     mov32_reg,
     mov64_imm,
     mov64_reg,
 )
-from verifier.program import CheckResult, FdTab, Program, StructType, Subprog, SubprogKind, VerifiedProgram
+from verifier.program import CheckResult, FdTab, StructType, Subprog, SubprogKind, VerifiedProgram
 from verifier.protos.kfuncs import BPF_THROW_BTF_ID, KFUNCS_BY_NAME, is_bpf_throw_kfunc
+from verifier.rewrite.consts import RegState, constants_at
 from verifier.rewrite.patch import (
+    Edit,
     PatchState,
     WorkSubprog,
     append_subprog,
-    branch_target,
     iter_insns,
-    patch_insn,
-    remove_insns,
+    patch_edit,
 )
 from verifier.rewrite.regusage import detect_reg_usage
 
@@ -103,6 +104,8 @@ def finalize(result: CheckResult) -> VerifiedProgram:
     stats["insns_patched"] = _misc_fixups(state, result)
     stats["throws_redirected"] = _exception_fixups(state, result)
     _check_descriptors(state, result)
+    stats["relink_passes"] = state.relink_passes
+    stats["insns_relinked"] = state.insns_relinked
     return _build(state, result, stats)
 
 
@@ -146,31 +149,28 @@ def _hard_wire_dead_code_branches(state: PatchState) -> None:
 
 
 def _remove_dead_code(state: PatchState) -> int:
-    removed = 0
-    pc = 0
-    while pc < len(state.insns):
+    """Remove every unseen insn in one batch (`opt_remove_dead_code`): a static subprog
+    reached only from another subprog's dead code goes with the code that called it."""
+    edits: list[Edit] = []
+    n, pc = len(state.insns), 0
+    while pc < n:
         if state.aux[pc].seen:
             pc += 1
             continue
         end = pc
-        while end < len(state.insns) and not state.aux[end].seen:
+        while end < n and not state.aux[end].seen:
             end += 1
-        remove_insns(state, pc, end - pc)
-        removed += end - pc
-    return removed
+        edits.append(Edit(pc, end - pc))
+        pc = end
+    state.apply(edits)
+    return sum(e.old_len for e in edits)
 
 
 def _remove_nops(state: PatchState) -> int:
-    removed = 0
-    pc = 0
-    while pc < len(state.insns):
-        insn = state.insns[pc]
-        if insn == NOP:
-            remove_insns(state, pc, 1)
-            removed += 1
-            continue
-        pc += 2 if insn.is_ld_imm64() else 1
-    return removed
+    """Remove every `ja +0` in one batch (`opt_remove_nops`)."""
+    edits = [Edit(pc, 1) for pc, insn in iter_insns(state.insns) if insn == NOP]
+    state.apply(edits)
+    return len(edits)
 
 
 # 2. do_misc_fixups: div/mod guards, object kfuncs -----------------------------------------
@@ -186,6 +186,8 @@ def div_mod_patch(insn: Insn) -> tuple[list[Insn], int] | None:
     isdiv = insn.op == BPF_DIV
     d, s = insn.dst, insn.src
     if not insn.uses_reg_src:
+        if insn.imm == 0:  # x / 0 -> 0, x % 0 -> x (zero-extended for 32-bit); signed alike
+            return [Insn(alu | BPF_MOV | BPF_K, d) if isdiv else Insn(alu | BPF_MOV | BPF_X, d, d)], 0
         if insn.off == 1 and insn.imm == -1:  # sdiv -> neg, smod -> 0
             return ([Insn(alu | BPF_NEG | BPF_K, d)] if isdiv else [mov32_imm(d, 0)]), 0
         return None
@@ -209,13 +211,13 @@ def _is_kfunc(insn: Insn, btf_id: int) -> bool:
 
 
 def _misc_fixups(state: PatchState, result: CheckResult) -> int:
-    """Patch back to front, so the pcs still to be visited never move. Returns the count."""
+    """Patch every insn that needs it in one batch (one relink). Returns the count."""
     pcs = [pc for pc, _ in iter_insns(state.insns)]
-    allocs = {pc: _obj_new_struct(state, pc, result) for pc in pcs if _is_kfunc(state.insns[pc], OBJ_NEW_ID)}
+    allocs = _obj_new_structs(state, [pc for pc in pcs if _is_kfunc(state.insns[pc], OBJ_NEW_ID)], result)
     alloc_ids = {st.type_id for st in allocs.values()}
     drop_meta = alloc_ids.pop() if len(alloc_ids) == 1 else 0
-    patched = 0
-    for pc in reversed(pcs):
+    edits: list[Edit] = []
+    for pc in pcs:
         insn = state.insns[pc]
         if pc in allocs:
             st = allocs[pc]
@@ -227,44 +229,41 @@ def _misc_fixups(state: PatchState, result: CheckResult) -> int:
             if found is None:
                 continue
             patch, anchor = found
-        patch_insn(state, pc, patch, anchor)
-        patched += 1
-    return patched
+        edits.append(patch_edit(state, pc, patch, anchor))
+    state.apply(edits)
+    return len(edits)
 
 
-def _obj_new_struct(state: PatchState, pc: int, result: CheckResult) -> StructType:
+def _obj_new_structs(state: PatchState, calls: list[int], result: CheckResult) -> dict[int, StructType]:
+    """The struct each `bpf_obj_new_impl` call allocates: the constant R1 holds there on
+    every path (verifier.rewrite.consts), named by its `r1 = NAME ll` or by its type id;
+    else the only struct any type_ref names. The checker accepted a known struct id in R1,
+    so anything else is an internal error."""
     prog = result.program
-    name = _r1_type_before(state, pc, prog)
-    if name is None:
-        names = {a.type_ref for a in state.aux if a.type_ref is not None}
-        name = names.pop() if len(names) == 1 else None
-    if name is None or name not in prog.structs:
-        raise _internal(f"cannot tell which struct bpf_obj_new_impl allocates at insn {pc}", result, pc)
-    return prog.structs[name]
-
-
-def _r1_type_before(state: PatchState, pc: int, prog: Program) -> str | None:
-    """The struct R1 names at pc, from the last write of R1 earlier in the basic block."""
-    start = state.subprogs[state.subprog_of(pc)].start
-    targets = {branch_target(i, p) for p, i in iter_insns(state.insns) if i.is_jump()}
-    for p, insn in reversed(list(iter_insns(state.insns, start, pc))):
-        if insn.is_jump() or insn.is_call() or insn.is_exit():
-            return None  # the block starts after p (and a call clobbers R1)
-        if insn.cls == BPF_STX and insn.mode == BPF_ATOMIC and insn.imm & BPF_FETCH and insn.src == BPF_REG_1:
-            return None
-        if insn.dst == BPF_REG_1 and (insn.is_ld_imm64() or insn.cls in (BPF_ALU, BPF_ALU64, BPF_LDX)):
-            if insn.is_ld_imm64() and state.aux[p].type_ref is not None:
-                return state.aux[p].type_ref
-            if insn.is_ld_imm64():
-                st = prog.struct_by_id(ld_imm64_value(insn, state.insns[p + 1]))
-            elif insn.op == BPF_MOV and not insn.uses_reg_src and insn.off == 0:
-                st = prog.struct_by_id(insn.imm)
-            else:
-                st = None
-            return None if st is None else st.name
-        if p in targets:
-            return None
-    return None
+    type_refs = {pc: a.type_ref for pc, a in enumerate(state.aux) if a.type_ref is not None}
+    only = set(type_refs.values())
+    by_subprog: dict[int, dict[int, RegState]] = {}
+    out: dict[int, StructType] = {}
+    for pc in calls:
+        idx = state.subprog_of(pc)
+        if idx not in by_subprog:
+            start, end = state.subprogs[idx].start, state.subprog_end(idx)
+            by_subprog[idx] = constants_at(state.insns, start, end, type_refs)
+        regs = by_subprog[idx].get(pc)
+        r1 = regs[BPF_REG_1] if regs is not None else None
+        name = None
+        if r1 is not None:
+            st = prog.struct_by_id(r1[0])
+            name = r1[1] or (st.name if st is not None else None)
+        if name is None and len(only) == 1:
+            name = next(iter(only))
+        if name is None and regs is not None and len(prog.structs) > 1:
+            why = "the struct it allocates differs between paths (not supported by bpf-unwind)"
+            raise VerifierError(f"bpf_obj_new_impl at insn {pc}: {why}", "\n".join(result.log), pc)
+        if name is None or name not in prog.structs:
+            raise _internal(f"cannot tell which struct bpf_obj_new_impl allocates at insn {pc}", result, pc)
+        out[pc] = prog.structs[name]
+    return out
 
 
 # 3. Exceptions: default callback, throw trampoline ----------------------------------------

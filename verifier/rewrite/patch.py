@@ -18,6 +18,12 @@ across both. This module owns the equivalent for Python:
   inside it are deleted and later ones move down. The series' loop read `desc[-1]` after
   deleting descriptor 0; here descriptors are filtered, never deleted while indexed.
 - `append_subprog(state, ...)`: add a hidden subprog at the end (`add_hidden_subprog`).
+- `apply_edits(state, edits)`: both of the above for a whole batch at once. The kernel
+  relinks the whole program for every patch, which makes a pass quadratic (a program of
+  n divisions by a register: n guards, n relinks of n insns); here a pass collects its
+  edits and relinks once, through an old -> new pc map built in one scan. `patch_insn` and
+  `remove_insns` are one-edit batches. `PatchState` counts the relink passes and the insns
+  they visited, so tests can hold the cost linear without a clock.
 
 Errors are `VerifierError("verifier internal error: ...")`: a rewrite that breaks an
 ld_imm64 pair, overflows a 16-bit jump offset or orphans a live call is a bug, not a
@@ -25,7 +31,7 @@ property of the user's program."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from verifier.errors import VerifierError
@@ -66,6 +72,11 @@ class PatchState:
     insns: list[Insn]
     aux: list[InsnAux]
     subprogs: list[WorkSubprog]
+    relink_passes: int = 0  # apply_edits calls: each visits every insn once
+    insns_relinked: int = 0  # insns those passes visited
+
+    def apply(self, edits: list[Edit]) -> None:
+        apply_edits(self, edits)
 
     @classmethod
     def build(
@@ -111,14 +122,6 @@ def iter_insns(insns: list[Insn], start: int = 0, end: int | None = None) -> Ite
         pc += 2 if insn.is_ld_imm64() else 1
 
 
-def is_second_slot(insns: list[Insn], pc: int) -> bool:
-    """Whether slot pc is the second half of an ld_imm64 (scans from 0: slot parity)."""
-    for p, _ in iter_insns(insns, 0, pc + 1):
-        if p == pc:
-            return False
-    return True
-
-
 def branch_target(insn: Insn, pc: int) -> int | None:
     """Absolute slot that a jump, pseudo call or pseudo-func ld_imm64 at pc refers to."""
     if insn.is_jump():
@@ -140,21 +143,133 @@ def retarget(insn: Insn, pc: int, target: int) -> Insn:
     return insn if rel == insn.imm else insn.replace(imm=rel)
 
 
-def _relink(insns: list[Insn], skip: range, new_pc: Callable[[int], int]) -> list[Insn]:
-    """Old insns outside `skip`, each re-linked so it keeps pointing at the same insn."""
-    out = list(insns)
-    for pc, insn in iter_insns(insns):
-        if pc in skip:
+@dataclass(frozen=True)
+class Edit:
+    """One change of a batch: slots [off, off + old_len) become `new` (empty: removed).
+
+    `anchor` is the index in `new` of the insn that plays the replaced insn's role."""
+
+    off: int
+    old_len: int
+    new: tuple[Insn, ...] = ()
+    anchor: int = 0
+
+    @property
+    def end(self) -> int:
+        return self.off + self.old_len
+
+
+def _second_slots(insns: list[Insn]) -> set[int]:
+    """Every slot that is the second half of an ld_imm64 (one scan)."""
+    return {pc + 1 for pc, insn in iter_insns(insns) if insn.is_ld_imm64()}
+
+
+def _validate(state: PatchState, edits: list[Edit]) -> None:
+    n = len(state.insns)
+    second = _second_slots(state.insns)
+    prev_end = 0
+    for e in edits:
+        if e.old_len <= 0 or e.off < prev_end or e.end > n:
+            raise VerifierError(f"verifier internal error: edit [{e.off}, {e.end}) overlaps another or "
+                                "lies outside the program")
+        if e.new and not 0 <= e.anchor < len(e.new):
+            raise VerifierError("verifier internal error: patch anchor outside the patch")
+        for pc in (e.off, e.end):
+            if pc in second:
+                what = "patch" if e.new else "removal"
+                raise VerifierError(f"verifier internal error: {what} splits the ld_imm64 at insn {pc - 1}")
+        prev_end = e.end
+
+
+def apply_edits(state: PatchState, edits: list[Edit]) -> None:
+    """Apply a batch of non-overlapping edits at once, relinking every branch, subprog start
+    and descriptor pc in one pass over the program (the cost is linear in its size, however
+    many edits the batch holds).
+
+    Pcs map as each edit applied alone would map them: a pc inside an edit goes to where
+    the edit now begins (into a patch: its first insn; into a removed range: the first
+    insn after it), any other pc moves by the growth of the edits before it. Subprogs whose
+    every slot is removed go with their fdtab; a surviving call or pseudo-func reference to
+    one is an internal error. Descriptors inside a removed range are deleted; one on a
+    patched insn moves to the patch's anchor."""
+    if not edits:
+        return
+    edits = sorted(edits, key=lambda e: e.off)
+    _validate(state, edits)
+    old, n = state.insns, len(state.insns)
+    pc_map = [0] * n
+    edit_at: list[Edit | None] = [None] * n
+    removed = [False] * n
+    delta, i = 0, 0
+    for e in edits:
+        for pc in range(i, e.off):
+            pc_map[pc] = pc + delta
+        new_off = e.off + delta
+        for pc in range(e.off, e.end):
+            pc_map[pc] = new_off
+            edit_at[pc] = e
+            removed[pc] = not e.new
+        delta += len(e.new) - e.old_len
+        i = e.end
+    for pc in range(i, n):
+        pc_map[pc] = pc + delta
+    total = delta
+
+    def new_pc(pc: int) -> int:
+        if pc < 0:
+            return pc
+        return pc_map[pc] if pc < n else pc + total
+
+    nsub = len(state.subprogs)
+    gone = {i for i in range(nsub)
+            if state.subprog_end(i) > state.subprogs[i].start
+            and all(removed[state.subprogs[i].start : state.subprog_end(i)])}  # fmt: skip
+    if 0 in gone:
+        raise VerifierError("verifier internal error: removing the main program")
+    gone_starts = {state.subprogs[i].start for i in gone}
+
+    insns: list[Insn] = []
+    aux: list[InsnAux] = []
+    pc = 0
+    while pc < n:
+        insn, e = old[pc], edit_at[pc]
+        if e is not None:
+            if e.new:
+                patch = list(e.new)
+                target = branch_target(insn, pc)
+                if patch[e.anchor] == insn and target is not None:
+                    patch[e.anchor] = retarget(insn, pc_map[pc] + e.anchor, new_pc(target))
+                fresh = [InsnAux(seen=state.aux[pc].seen) for _ in patch]
+                fresh[e.anchor] = state.aux[pc]
+                insns.extend(patch)
+                aux.extend(fresh)
+            pc = e.end
             continue
+        width = 2 if insn.is_ld_imm64() else 1
         target = branch_target(insn, pc)
         if target is not None:
-            out[pc] = retarget(insn, new_pc(pc), new_pc(target))
-    return out
+            if (insn.is_pseudo_call() or insn.is_pseudo_func()) and target in gone_starts:
+                raise VerifierError(f"verifier internal error: insn {pc} refers to a removed subprog")
+            insn = retarget(insn, pc_map[pc], new_pc(target))
+        insns.append(insn)
+        insns.extend(old[pc + 1 : pc + width])
+        aux.extend(state.aux[pc : pc + width])
+        pc += width
+    state.relink_passes += 1
+    state.insns_relinked += n
 
-
-def _check_boundary(state: PatchState, pc: int, what: str) -> None:
-    if 0 < pc < len(state.insns) and is_second_slot(state.insns, pc):
-        raise VerifierError(f"verifier internal error: {what} splits the ld_imm64 at insn {pc - 1}")
+    subprogs = [sp for i, sp in enumerate(state.subprogs) if i not in gone]
+    for sp in subprogs:
+        sp.start = new_pc(sp.start)
+        kept = []
+        for desc in sp.fdtab.descs:
+            e = edit_at[desc.pc] if 0 <= desc.pc < n else None
+            if e is not None and not e.new:
+                continue
+            desc.pc = pc_map[e.off] + e.anchor if e is not None else new_pc(desc.pc)
+            kept.append(desc)
+        sp.fdtab.descs[:] = kept
+    state.insns, state.aux, state.subprogs = insns, aux, subprogs
 
 
 def patch_insn(
@@ -166,84 +281,29 @@ def patch_insn(
     its aux data and any descriptor at `off` go there, and if it is the replaced insn itself
     and branches, it is re-linked to keep its target (the kernel leaves that to callers).
     Other branches inside `new_insns` are taken as given (relative to their own position);
-    every branch outside the patch keeps its target."""
+    every branch outside the patch keeps its target. Several patches are one `apply_edits`."""
+    state.apply([patch_edit(state, off, new_insns, anchor)])
+
+
+def patch_edit(
+    state: PatchState, off: int, new_insns: list[Insn] | tuple[Insn, ...], anchor: int = 0
+) -> Edit:
+    """The `Edit` replacing the insn at `off` (both slots of an ld_imm64) by `new_insns`."""
     if not new_insns:
         raise VerifierError("verifier internal error: empty patch")
-    if not 0 <= anchor < len(new_insns):
-        raise VerifierError("verifier internal error: patch anchor outside the patch")
-    _check_boundary(state, off, "patch")
+    if not 0 <= off < len(state.insns):
+        raise VerifierError(f"verifier internal error: patch at insn {off} outside the program")
     old_len = 2 if state.insns[off].is_ld_imm64() else 1
-    delta = len(new_insns) - old_len
-
-    def new_pc(pc: int) -> int:
-        if pc < off:
-            return pc
-        if pc < off + old_len:
-            return off  # jumps to the patched insn enter the patch at its start
-        return pc + delta
-
-    relinked = _relink(state.insns, range(off, off + old_len), new_pc)
-    new_insns = list(new_insns)
-    orig_insn = state.insns[off]
-    orig_target = branch_target(orig_insn, off)
-    if new_insns[anchor] == orig_insn and orig_target is not None:
-        new_insns[anchor] = retarget(orig_insn, off + anchor, new_pc(orig_target))
-    state.insns = [*relinked[:off], *new_insns, *relinked[off + old_len :]]
-    orig = state.aux[off]
-    fresh = [InsnAux(seen=orig.seen) for _ in new_insns]
-    fresh[anchor] = orig
-    state.aux = [*state.aux[:off], *fresh, *state.aux[off + old_len :]]
-    for sp in state.subprogs:
-        if sp.start > off:
-            sp.start += delta
-        for desc in sp.fdtab.descs:
-            if desc.pc == off:
-                desc.pc = off + anchor
-            elif desc.pc > off:
-                desc.pc += delta
+    return Edit(off, old_len, tuple(new_insns), anchor)
 
 
 def remove_insns(state: PatchState, off: int, cnt: int) -> None:
-    """Delete slots [off, off + cnt) (`verifier_remove_insns`)."""
+    """Delete slots [off, off + cnt) (`verifier_remove_insns`); see `apply_edits`."""
     if cnt <= 0:
         return
-    end = off + cnt
-    if off < 0 or end > len(state.insns):
-        raise VerifierError(f"verifier internal error: removing [{off}, {end}) outside the program")
-    _check_boundary(state, off, "removal")
-    _check_boundary(state, end, "removal")
-    removed = range(off, end)
-    nsub = len(state.subprogs)
-    gone = [i for i in range(nsub) if off <= state.subprogs[i].start and state.subprog_end(i) <= end]
-    if 0 in gone:
-        raise VerifierError("verifier internal error: removing the main program")
-    gone_starts = {state.subprogs[i].start for i in gone}
-    for pc, insn in iter_insns(state.insns):
-        if pc in removed or not (insn.is_pseudo_call() or insn.is_pseudo_func()):
-            continue
-        if branch_target(insn, pc) in gone_starts:
-            raise VerifierError(f"verifier internal error: insn {pc} refers to a removed subprog")
-
-    def new_pc(pc: int) -> int:
-        if pc < off:
-            return pc
-        return off if pc < end else pc - cnt  # into the range: the first insn after it
-
-    relinked = _relink(state.insns, removed, new_pc)
-    state.insns = [*relinked[:off], *relinked[end:]]
-    del state.aux[off:end]
-    # Subprogs removed entirely take their fdtab with them (patch 06).
-    state.subprogs = [sp for i, sp in enumerate(state.subprogs) if i not in gone]
-    for sp in state.subprogs:
-        if off <= sp.start < end:
-            sp.start = off  # its front was removed; it now begins after the range
-        elif sp.start >= end:
-            sp.start -= cnt
-        kept = [d for d in sp.fdtab.descs if not off <= d.pc < end]
-        for desc in kept:
-            if desc.pc >= end:
-                desc.pc -= cnt
-        sp.fdtab.descs[:] = kept
+    if off < 0 or off + cnt > len(state.insns):
+        raise VerifierError(f"verifier internal error: removing [{off}, {off + cnt}) outside the program")
+    state.apply([Edit(off, cnt)])
 
 
 def append_subprog(
