@@ -57,20 +57,10 @@ def cmd_jit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _read_input(path: str | None, what: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as err:
-        raise LoadError(f"{what} {path}: cannot read: {err.strerror or err}") from None
-
-
 def _run_ctx(args: argparse.Namespace) -> bytes | None:
     """The __sk_buff of `--data-in`/`--ctx-in`, built as BPF_PROG_TEST_RUN builds it."""
-    data = _read_input(getattr(args, "data_in", None), "--data-in")
-    ctx_in = _read_input(getattr(args, "ctx_in", None), "--ctx-in")
+    data = pipeline.read_input(getattr(args, "data_in", None), "--data-in")
+    ctx_in = pipeline.read_input(getattr(args, "ctx_in", None), "--ctx-in")
     if data is None and ctx_in is None:
         return None
     return skb_ctx(default_packet() if data is None else data, ctx_in or b"")

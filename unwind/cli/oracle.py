@@ -218,21 +218,13 @@ def table(rows: list[Comparison]) -> str:
     return "\n".join(lines)
 
 
-def _read(path: str | None) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as err:
-        raise LiveKernelError(f"{path}: cannot read: {err.strerror or err}") from None
-
-
 def cmd_kernel(args: argparse.Namespace) -> int:
     reason = probe()
     if reason is not None:
         raise LiveKernelError(reason)
-    rows = compare_file(args.file, args.prog, args.all, _read(args.data_in), _read(args.ctx_in) or b"",
+    data = pipeline.read_input(args.data_in, "--data-in")
+    ctx_in = pipeline.read_input(args.ctx_in, "--ctx-in")
+    rows = compare_file(args.file, args.prog, args.all, data, ctx_in or b"",
                         args.log_level)  # fmt: skip
     print(json.dumps([asdict(r) for r in rows], indent=1) if args.json else table(rows))
     return 1 if any(r.outcome == "DISAGREE" for r in rows) else 0

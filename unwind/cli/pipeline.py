@@ -40,6 +40,17 @@ def load_file(path: str | Path) -> Program:
     return load_text(text, str(path))
 
 
+def read_input(path: str | None, what: str) -> bytes | None:
+    """The bytes of an optional input file (`--data-in` and kin); one-line error when unreadable."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        raise LoadError(f"{what} {path}: cannot read: {err.strerror or err}") from None
+
+
 def verify(prog: Program, log_level: int = 1) -> VerifiedProgram:
     """Check the program (raises VerifierError when rejected) and apply the rewrites."""
     return finalize(check(prog, log_level=log_level))
