@@ -86,6 +86,7 @@ main:
 	r8 = 0
 .Lcall:
 	r7 = 0
+	r1 = 0
 	call thrower
 	if r8 != 0 goto .Lout
 	r1 = r6
