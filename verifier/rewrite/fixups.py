@@ -146,6 +146,14 @@ def _hard_wire_dead_code_branches(state: PatchState) -> None:
 
 
 def _remove_dead_code(state: PatchState) -> int:
+    # A dead call may target a dead subprog that a live one separates from it (main's dead
+    # tail calls f1, a global follows, then an uncalled f3 calls f1 too): the runs are removed
+    # one at a time and a call into a removed subprog is an error, so dead calls go first.
+    for pc, insn in iter_insns(state.insns):
+        if not state.aux[pc].seen and (insn.is_pseudo_call() or insn.is_pseudo_func()):
+            state.insns[pc] = NOP
+            if insn.is_ld_imm64():
+                state.insns[pc + 1] = NOP
     removed = 0
     pc = 0
     while pc < len(state.insns):
