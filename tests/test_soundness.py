@@ -11,7 +11,8 @@ what each frame released and the whole ledger.
 
 CI runs a fixed, derandomized set (SOUNDNESS_EXAMPLES, default 300, about 4 s);
 `SOUNDNESS_EXAMPLES=100000` runs a large search, `SOUNDNESS_SEED=n` picks its seed, and
-`SOUNDNESS_STATS=file` appends a JSON line of counts when the module finishes."""
+`SOUNDNESS_STATS=file` appends a JSON line of counts when the module finishes
+(snapshots in file.<pid> while it runs)."""
 
 from __future__ import annotations
 
@@ -41,11 +42,15 @@ SETTINGS = settings(
 STATS: Counter[str] = Counter()
 
 
-def _dump_stats() -> None:
+def _dump_stats(final: bool = True) -> None:
+    """Append the counts to SOUNDNESS_STATS at the end; every 1000 programs a snapshot goes
+    to SOUNDNESS_STATS.<pid> (a long run can be read while it runs)."""
     path = os.environ.get("SOUNDNESS_STATS")
-    if path and STATS:
-        with open(path, "a") as fh:
-            fh.write(json.dumps({"seed": SEED, **STATS}) + "\n")
+    if not path or not STATS:
+        return
+    line = json.dumps({"seed": SEED, "final": final, **STATS}) + "\n"
+    with open(path if final else f"{path}.{os.getpid()}", "a" if final else "w") as fh:
+        fh.write(line)
 
 
 atexit.register(_dump_stats)
@@ -93,6 +98,8 @@ def check_ledger(result: RunResult, engine: str, text: str) -> None:
 def check_prog(prog: Prog) -> None:
     text = render(prog)
     STATS["programs"] += 1
+    if STATS["programs"] % 1000 == 0:
+        _dump_stats(final=False)
     try:
         built = pipeline.build_text(text, "soundness.s", log_level=0)
     except VerifierError as err:
