@@ -207,7 +207,8 @@ def chain(n: int, throw: bool = False) -> str:
 
 def test_call_depth_limit_in_do_check():
     ok(chain(7))  # 8 frames
-    assert str(rejected(chain(8))) == "the call stack of 9 frames is too deep !"
+    # do_check's message has no " !" (Linux 6.18), check_max_stack_depth's has
+    assert str(rejected(chain(8))) == "the call stack of 9 frames is too deep"
 
 
 def test_call_depth_limit_in_reachability_pass():

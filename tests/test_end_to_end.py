@@ -206,7 +206,8 @@ def test_ledger_names_the_allocating_call_of_every_object():
 def test_a_frame_holding_nothing_still_has_a_descriptor(pkt_len, released):
     built = pipeline.build(pipeline.load_file(E2E / "empty_frame.s"), log_level=0)
     main = built.verified.fdtabs[0]
-    assert len(main.descs) == 2 and any(not d.entries() for d in main.descs)
+    # every location of a frame is described on every path: here all NULL
+    assert len(main.descs) == 2 and any(all(e.is_null for e in d.entries()) for d in main.descs)
     ctx = bytearray(192)
     ctx[0] = pkt_len
     result = built.run(ctx=bytes(ctx))

@@ -106,6 +106,14 @@ def test_obj_new_and_drop_over_the_interpreter_heap():
     assert kernel.kfunc_calls["bpf_obj_new_impl"] == kernel.kfunc_calls["bpf_obj_drop_impl"] == 1
 
 
+def test_drop_of_never_allocated_memory_is_a_bad_free_not_a_double_free():
+    # bpf_obj_drop of the ctx (the verifier forbids it; the kernel model records it)
+    result = run_interp(raw_vp("call runtime 10002\nmov %r0, 0\nexit"))
+    assert result.ledger.bad_freed == result.ledger.double_freed != []
+    assert result.ledger.freed_twice == [] and result.ledger.summary()["bad_freed"] == 1
+    assert result.ledger.double_free_records[0].object_id is None
+
+
 def test_double_drop_is_recorded_not_raised():
     vp = raw_vp("mov %r1, 8\nmov %r2, 0\ncall runtime 10001\nmov %r6, %r0\nmov %r1, %r6\n"
                 "call runtime 10002\nmov %r1, %r6\ncall runtime 10002\nmov %r0, 0\nexit")

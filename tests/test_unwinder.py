@@ -58,7 +58,7 @@ def test_four_frame_example_releases_everything():
     assert [f.desc_pc is not None for f in res.frames] == [False, True, True, True]
     led: Ledger = res.ledger
     assert led.summary() == {"allocated": 7, "released": 7, "released_by_drop": 0, "released_by_unwind": 7,
-                             "leaked": 0, "double_freed": 0}
+                             "leaked": 0, "double_freed": 0, "bad_freed": 0}
     assert res.released_count == 7
     assert res.counters["kfunc_calls.bpf_obj_new_impl"] == 7
     assert res.counters["kfunc_calls.bpf_throw"] == 1
@@ -211,7 +211,9 @@ def test_ledger_records():
     assert led.double_freed == [0x100, 0x999]
     assert [r.object_id for r in led.double_free_records] == [1, None]
     assert led.leaked() == [b] and led.lookup(0x108) is b and led.lookup(0x100) is None
-    assert led.summary()["double_freed"] == 2
+    # one double free (object 1 lived at 0x100), one bad free (nothing ever lived at 0x999)
+    assert led.freed_twice == [0x100] and led.bad_freed == [0x999]
+    assert led.summary()["double_freed"] == 1 and led.summary()["bad_freed"] == 1
 
 
 def test_real_jit_output_unwinds():

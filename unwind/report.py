@@ -79,11 +79,14 @@ def run_text(result: RunResult, source: str = "", engine: str = "jit") -> str:
     lines.append(
         f"ledger: {s['allocated']} allocated, {s['released']} released"
         f" ({s['released_by_unwind']} by unwind), {s['leaked']} leaked, {s['double_freed']} double freed"
+        + (f", {s['bad_freed']} bad frees (never allocated)" if s["bad_freed"] else "")
     )
     for obj in result.ledger.leaked():
         lines.append(f"  leaked: object #{obj.id} {obj.type_name} at {_hex(obj.address)}")
-    for addr in result.ledger.double_freed:
+    for addr in result.ledger.freed_twice:
         lines.append(f"  double free of {_hex(addr)}")
+    for addr in result.ledger.bad_freed:
+        lines.append(f"  bad free of {_hex(addr)}: no object was ever allocated there")
     return "\n".join(lines)
 
 
@@ -120,6 +123,7 @@ def run_json(result: RunResult) -> str:
         "allocated": s["allocated"],
         "leaked": s["leaked"],
         "double_freed": s["double_freed"],
+        "bad_freed": s["bad_freed"],
         "counters": result.counters,
     }
     return json.dumps(doc, indent=2)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from verifier.isa.insn import Insn
-from verifier.regtypes import NOT_INIT, reg_type_str
+from verifier.regtypes import NOT_INIT, SCALAR_VALUE, reg_type_str
 
 
 @dataclass(frozen=True)
@@ -115,11 +115,18 @@ class FdEntry:
     def is_poison(self) -> bool:
         return self.type == NOT_INIT
 
+    @property
+    def is_null(self) -> bool:
+        """A location provably NULL on every path: releases nothing, merges with a pointer."""
+        return self.type == SCALAR_VALUE
+
     def describe(self) -> str:
         """`fp-8: ptr_obj (STACK_SPILL)`, `R6: ptr_obj`, `R7: NOT_INIT (poison)`."""
         where = f"R{self.off}" if self.is_reg else f"fp{self.off}"
         if self.is_poison:
             return f"{where}: NOT_INIT (poison)"
+        if self.is_null:
+            return f"{where}: NULL"
         what = f"{reg_type_str(self.type)}{self.btf_name}" + (f"{self.ptr_off:+d}" if self.ptr_off else "")
         return f"{where}: {what}" if self.is_reg else f"{where}: {what} ({self.spill_type.name})"
 

@@ -2,9 +2,11 @@
 
 An object is allocated (id, address, size, type name, allocation pc/site), then freed by
 `bpf_obj_drop` (the program) or by `unwind` (bpf_throw's cleanup), or still live at the end
-of the run: leaked. Freeing an address that is not live is recorded as a double free (the
-address goes to `double_freed`, details to `double_free_records`), never raised, so one run
-reports every problem at once."""
+of the run: leaked. Freeing an address that is not live is recorded, never raised, so one
+run reports every problem at once, in two kinds: a double free (an object used to live
+there: `freed_twice`) and a bad free (no object ever did, e.g. the ctx or a scalar that
+looks like a heap address: `bad_freed`). `double_freed` is both, in order, with details in
+`double_free_records` (`object_id` None for a bad free)."""
 
 from __future__ import annotations
 
@@ -43,8 +45,9 @@ class Ledger:
 
     def __init__(self) -> None:
         self.objects: list[LedgerObject] = []
-        self.double_freed: list[int] = []  # addresses, one per bad free
-        self.double_free_records: list[DoubleFree] = []
+        self.freed_twice: list[int] = []  # addresses whose object was already freed
+        self.bad_freed: list[int] = []  # addresses no object ever lived at
+        self.double_free_records: list[DoubleFree] = []  # both kinds, in order
         self._live: dict[int, LedgerObject] = {}
         self._last_at: dict[int, LedgerObject] = {}  # last object ever at an address
 
@@ -60,16 +63,21 @@ class Ledger:
         return obj
 
     def free(self, address: int, by: str, site: str = "") -> LedgerObject | None:
-        """Free the live object at `address`; None (and a double-free record) if none is."""
+        """Free the live object at `address`; None (and a double or bad free record) if none is."""
         obj = self._live.pop(address, None)
         if obj is None:
             prev = self._last_at.get(address)
-            self.double_freed.append(address)
+            (self.freed_twice if prev else self.bad_freed).append(address)
             self.double_free_records.append(DoubleFree(address, by, site, prev.id if prev else None))
             return None
         obj.freed_by = by
         obj.free_site = site
         return obj
+
+    @property
+    def double_freed(self) -> list[int]:
+        """Every free that released no live object, in order: double and bad frees."""
+        return [r.address for r in self.double_free_records]
 
     def lookup(self, address: int) -> LedgerObject | None:
         """The live object at `address`, if any."""
@@ -92,5 +100,6 @@ class Ledger:
             "released_by_drop": len(self.released(FREED_BY_DROP)),
             "released_by_unwind": len(self.released(FREED_BY_UNWIND)),
             "leaked": len(self.leaked()),
-            "double_freed": len(self.double_freed),
+            "double_freed": len(self.freed_twice),
+            "bad_freed": len(self.bad_freed),
         }

@@ -6,6 +6,8 @@ and `BPF_EXIT` (`prepare_func_exit`, `check_return_code` (verifier.check.returns
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from verifier.check.alu import check_reg_read
 from verifier.check.env import Env
 from verifier.check.exceptions import check_reference_leak
@@ -17,6 +19,7 @@ from verifier.check.returns import (
 )
 from verifier.check.state import (
     RefState,
+    RegState,
     VerifierState,
     alloc_obj,
     new_frame,
@@ -88,29 +91,48 @@ def check_kfunc_call(env: Env, state: VerifierState, insn: Insn, idx: int) -> Kf
     return proto
 
 
+def global_arg_mismatch(reg: RegState, regno: int, kind: str) -> str | None:
+    """Why `reg` cannot be argument R`regno` of kind "scalar" or "ctx" of a global subprog
+    (`btf_check_func_arg_match`, in Linux 6.18's words), None if it can."""
+    if kind == "scalar":
+        return None if reg.type == SCALAR_VALUE else f"R{regno} is not a scalar"
+    if reg.type == NOT_INIT:
+        # __check_ptr_off_reg on an uninitialised register: its var_off is unknown
+        return "variable ? access var_off=(0x0; 0xffffffffffffffff) disallowed"
+    if base_type(reg.type) == PTR_TO_CTX and reg.off:
+        return f"dereference of modified ctx ptr R{regno} off={reg.off} disallowed"
+    if base_type(reg.type) != PTR_TO_CTX:
+        return f"arg#{regno - 1} expects pointer to ctx"
+    return None
+
+
+def _invalid_args(env: Env, callee: int, why: str) -> NoReturn:
+    env.log.error(why)
+    env.reject(f"Caller passes invalid args into func#{callee} ('{env.subprogs[callee].name}')")
+
+
 def _check_global_args_btf(env: Env, state: VerifierState, callee: int, proto: FuncProto) -> None:
-    """A global subprog with a BTF signature: each argument must be what BTF says (a scalar
-    or the ctx, unmodified); a mismatch logs why, then "Caller passes invalid args"."""
+    """A global subprog with a BTF signature: at every call site each argument must be what
+    BTF says (a scalar, or the unmodified ctx); a mismatch logs why, then "Caller passes
+    invalid args"."""
     info = env.subprogs[callee]
     for i, kind in enumerate(proto.args[:MAX_BPF_FUNC_REG_ARGS]):
-        reg = state.cur.regs[i + 1]
-        if kind == "scalar" and reg.type != SCALAR_VALUE:
-            env.log.error(f"R{i + 1} is not a scalar")
-        elif kind == "ctx" and (base_type(reg.type) != PTR_TO_CTX or reg.off != 0):
-            env.log.error(f"arg#{i} expects pointer to ctx")
-        elif kind not in ("scalar", "ctx"):
+        if kind not in ("scalar", "ctx"):
             env.reject(unsupported_arg_text(info.name, i))
-        else:
-            continue
-        env.reject(f"Caller passes invalid args into func#{callee} ('{info.name}')")
+        why = global_arg_mismatch(state.cur.regs[i + 1], i + 1, kind)
+        if why is not None:
+            _invalid_args(env, callee, why)
 
 
 def _check_global_args(env: Env, state: VerifierState, callee: int) -> None:
-    """Global subprogs are verified once. With a BTF signature (Program.func_protos) their
-    args are what BTF says; without one (text assembly) args are fixed by their callers:
-    R1-R5 are scalars, except an arg that callers pass the ctx in (then ctx). A caller
-    passing any other pointer, or disagreeing with what the subprog was verified with, is
-    rejected."""
+    """Global subprogs are verified once, so every call site must pass what the subprog is
+    verified with. With a BTF signature (Program.func_protos) that is what BTF says; without
+    one (text assembly) the first call site fixes each of R1-R5: "ctx" if it passes the
+    unmodified ctx, else "scalar" (an uninitialised register too: the callee then sees some
+    value it may only use as a scalar). Every later call site must pass the same kind; for a
+    "scalar" an uninitialised register still does. An arg first seen after the subprog was
+    verified (as a scalar) cannot become a ctx; a pointer other than the ctx is never an
+    arg."""
     info = env.subprogs[callee]
     proto = env.prog.func_protos.get(info.name)
     if proto is not None:
@@ -119,21 +141,20 @@ def _check_global_args(env: Env, state: VerifierState, callee: int) -> None:
     kinds = env.global_args.setdefault(callee, {})
     for regno in range(1, 6):
         reg = state.cur.regs[regno]
-        if reg.type == NOT_INIT:
-            continue
-        if base_type(reg.type) == PTR_TO_CTX and reg.off == 0:
-            kind = "ctx"
-        elif reg.type == SCALAR_VALUE:
-            kind = "scalar"
-        else:
-            kind = "invalid"
         known = kinds.get(regno)
-        if known is None and kind != "invalid" and not (kind == "ctx" and callee in env.global_verified):
-            kinds[regno] = kind
+        if known is None:
+            if base_type(reg.type) == PTR_TO_CTX and reg.off == 0 and callee not in env.global_verified:
+                kinds[regno] = "ctx"
+            elif reg.type in (SCALAR_VALUE, NOT_INIT):
+                kinds[regno] = "scalar"
+            else:
+                _invalid_args(env, callee, global_arg_mismatch(reg, regno, "scalar") or "")
             continue
-        if known == kind:
+        if known == "scalar" and reg.type == NOT_INIT:
             continue
-        env.reject(f"Caller passes invalid args into func#{callee} ('{info.name}')")
+        why = global_arg_mismatch(reg, regno, known)
+        if why is not None:
+            _invalid_args(env, callee, why)
 
 
 def check_func_call(env: Env, state: VerifierState, insn: Insn, idx: int) -> tuple[int, VerifierState | None]:
@@ -154,8 +175,8 @@ def check_func_call(env: Env, state: VerifierState, insn: Insn, idx: int) -> tup
         state.cur.regs[0] = scalar()  # all global functions return a 64-bit scalar
         return idx + 1, branch
     if state.curframe + 1 >= MAX_CALL_FRAMES:
-        # the kernel's message here has no " !"; the series' pass (and the brief) use it
-        env.reject(f"the call stack of {state.curframe + 2} frames is too deep !")
+        # do_check's message (no " !", unlike check_max_stack_depth's), as Linux 6.18 prints it
+        env.reject(f"the call stack of {state.curframe + 2} frames is too deep")
     caller = state.cur
     frame = new_frame(state.curframe + 1, callee, idx)
     for regno in range(1, 6):

@@ -1,7 +1,8 @@
 """The verifier's entry point, `check(prog, log_level) -> CheckResult` (`bpf_check` up to and
-including `do_check_subprogs`): subprog table and CFG checks, the series' throw reachability
-pass, symbolic execution of main, then of every global subprog (the exception callback
-included) on its own. Rewrites are not done here: verifier.rewrite.fixups consumes the result.
+including `check_max_stack_depth`): subprog table and CFG checks, the series' throw
+reachability pass, symbolic execution of main, then of every global subprog (the exception
+callback included) on its own, then the call depth and combined stack of every call path.
+Rewrites are not done here: verifier.rewrite.fixups consumes the result.
 
 On rejection raises VerifierError(message, log=the whole log, insn_idx=the insn at fault);
 the message is the line stating the reason (the last log line, except for a merge failure,
@@ -14,6 +15,7 @@ from verifier.check.env import BPF_COMPLEXITY_LIMIT_INSNS, Env, Rejected
 from verifier.check.exceptions import mark_exception_reachable_subprogs
 from verifier.check.loop import DoCheck
 from verifier.check.returns import check_func_proto
+from verifier.check.stack_depth import check_max_stack_depth
 from verifier.check.state import VerifierState, ctx_ptr, new_frame, scalar
 from verifier.check.vlog import VLog
 from verifier.errors import VerifierError
@@ -56,6 +58,7 @@ def _check(env: Env) -> None:
     mark_exception_reachable_subprogs(env)
     _do_check_main(env)
     _do_check_subprogs(env)
+    check_max_stack_depth(env)
 
 
 def _do_check_main(env: Env) -> None:

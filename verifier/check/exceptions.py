@@ -9,6 +9,10 @@ marked `# deviation:` where it is implemented:
   of the slot is zero (v1 used an uninitialised register);
 - a spilled scalar that is not known zero yields a NOT_INIT poison entry (v1 skipped it, so
   it merged silently with pointers);
+- every path describes every location (object, NULL or NOT_INIT poison); a non-referenced
+  pointer is poison and a slot beyond a path's stack depth is NOT_INIT on that path, so
+  neither merges with an object (v1 gave them no entry: the object entry of another path
+  won, and the unwinder freed the ctx or a stale slot);
 - entries of the same type but a different btf_id do not merge (v1 kept the first);
 - every described reference is released, in caller frames too, so a resource held twice in
   caller frames gets one entry (v1: current frame only, possible double release);
@@ -30,6 +34,7 @@ from verifier.check.state import (
     VerifierState,
     not_init,
     release_reference,
+    scalar,
 )
 from verifier.isa.insn import MAX_CALL_FRAMES, slot_count
 from verifier.program import SPILL_TYPE_NAMES, FdEntry, FdTab, FrameDesc, SpillType
@@ -150,8 +155,11 @@ def _merge(env: Env, old: FdEntry | None, new: FdEntry) -> FdEntry:
     return new
 
 
-def push_exception_frame_desc(env: Env, tab: FdTab, pc: int, entry: FdEntry) -> None:
-    """`push_exception_frame_desc` + `find_and_merge_frame_desc`."""
+def push_exception_frame_desc(env: Env, tab: FdTab, pc: int, entry: FdEntry,
+                              absent: FdEntry | None = None) -> None:
+    """`push_exception_frame_desc` + `find_and_merge_frame_desc`. `absent` is what an
+    existing descriptor stands for at a location it has no entry for (None: nothing, as in
+    the series; see `merge_frame_entries` for why a path's descriptor needs a poison here)."""
     desc = tab.find(pc)
     if desc is None:
         env.log.verbose(f"frame_desc: find_and_merge: cannot find frame descriptor for pc={pc}, "
@@ -159,13 +167,31 @@ def push_exception_frame_desc(env: Env, tab: FdTab, pc: int, entry: FdEntry) -> 
         desc = FrameDesc(pc)
         tab.descs.append(desc)
     if entry.is_reg:
-        desc.regs[entry.off - 6] = _merge(env, desc.regs[entry.off - 6], entry)
+        old = desc.regs[entry.off - 6]
+        desc.regs[entry.off - 6] = _merge(env, old if old is not None else absent, entry)
         return
     for k, old in enumerate(desc.stack):
         if old.off == entry.off:
             desc.stack[k] = _merge(env, old, entry)
             return
-    desc.stack.append(_merge(env, None, entry))
+    desc.stack.append(_merge(env, absent, entry))
+
+
+def poison_entry(off: int) -> FdEntry:
+    """The NOT_INIT entry of a location whose content is unknown: it merges with NULL and
+    with itself, never with a pointer."""
+    return FdEntry(NOT_INIT, SpillType.STACK_SPILL if off < 0 else SpillType.STACK_INVALID, off)
+
+
+def poison_absent(env: Env, desc: FrameDesc, frameno: int, seen: set[int]) -> None:
+    """After a path pushed its entries into an existing descriptor: every stack entry the
+    path has no entry for (beyond its stack depth) merges with NOT_INIT (see
+    `gen_exception_frame_descs`)."""
+    for k, old in enumerate(desc.stack):
+        if old.off not in seen:
+            env.log.verbose(f"frame_desc: frame{frameno}: insn_idx={env.insn_idx} off={old.off} "
+                            "beyond the stack depth of this path: NOT_INIT")
+            desc.stack[k] = _merge(env, old, poison_entry(old.off))
 
 
 def cleanup_supported(entry: FdEntry) -> bool:
@@ -176,20 +202,34 @@ def cleanup_supported(entry: FdEntry) -> bool:
     return base_type(entry.type) == PTR_TO_BTF_ID and bool(entry.type & MEM_ALLOC) and entry.btf_id > 0
 
 
-def gen_reg_entry(env: Env, state: VerifierState, frameno: int, reg: RegState, off: int,
-                  tab: FdTab, pc: int) -> None:
-    """`gen_exception_frame_desc_reg_entry` for a register (off = regno) or a spill (off < 0)."""
-    if reg.type == SCALAR_VALUE or (not reg.ref_obj_id and reg.type != NOT_INIT):
-        return
-    is_btf = base_type(reg.type) == PTR_TO_BTF_ID
-    entry = FdEntry(
-        type=reg.type & ~PTR_MAYBE_NULL,
-        spill_type=SpillType.STACK_SPILL if off < 0 else SpillType.STACK_INVALID,
-        off=off,
-        btf_id=reg.btf_id if is_btf else 0,
-        btf_name=reg.btf_name if is_btf else "",
-        ptr_off=reg.off if reg.ref_obj_id else 0,
-    )
+def null_entry(off: int) -> FdEntry:
+    """The entry of a location provably NULL (a known-zero scalar, an all-zero slot): the
+    series' intent for NULL, which any pointer entry upgrades and which releases nothing."""
+    return FdEntry(SCALAR_VALUE, SpillType.STACK_SPILL if off < 0 else SpillType.STACK_INVALID, off)
+
+
+def gen_reg_entry(env: Env, state: VerifierState, frameno: int, reg: RegState, off: int) -> FdEntry:
+    """`gen_exception_frame_desc_reg_entry` for a register (off = regno) or a spill (off < 0).
+
+    deviation: every location gets an entry. The series skips scalars (so NULL "merges" by
+    absence) and non-referenced pointers, which then merge silently with an object entry of
+    another path (the unwinder frees the ctx, a stack address, a stale pointer). Here a
+    known zero is a NULL entry, a referenced pointer an object entry, anything else a
+    NOT_INIT poison entry."""
+    if reg.is_known_zero:
+        entry = null_entry(off)
+    elif reg.ref_obj_id and reg.is_pointer:
+        is_btf = base_type(reg.type) == PTR_TO_BTF_ID
+        entry = FdEntry(
+            type=reg.type & ~PTR_MAYBE_NULL,
+            spill_type=SpillType.STACK_SPILL if off < 0 else SpillType.STACK_INVALID,
+            off=off,
+            btf_id=reg.btf_id if is_btf else 0,
+            btf_name=reg.btf_name if is_btf else "",
+            ptr_off=reg.off,
+        )
+    else:
+        reg, entry = not_init(), poison_entry(off)
     key = "off" if off < 0 else "regno"
     env.log.verbose(f"frame_desc: frame{frameno}: insn_idx={env.insn_idx} {key}={off} "
                     f"size={BPF_REG_SIZE} ref_obj_id={reg.ref_obj_id} type={reg_type_str(reg.type)}")
@@ -197,24 +237,22 @@ def gen_reg_entry(env: Env, state: VerifierState, frameno: int, reg: RegState, o
         env.reject(f"frame_desc: frame{frameno}: failed to simulate cleanup for frame desc entry")
     if reg.ref_obj_id:
         # patch 11 releases current-frame references only; deviation: caller frames too, so
-        # a second copy of the same resource in a caller frame gets no second entry.
+        # a second copy of the same resource in a caller frame gets no second entry (it is
+        # an unknown scalar now: a poison entry).
         release_reference(state, reg.ref_obj_id)
-    push_exception_frame_desc(env, tab, pc, entry)
+    return entry
 
 
-def slot_reg(env: Env, slot: StackSlot, frameno: int, off: int) -> RegState | None:
-    """The register a stack slot stands for in a descriptor, None for no entry."""
+def slot_reg(env: Env, slot: StackSlot, frameno: int, off: int) -> RegState:
+    """The register a stack slot stands for in a descriptor."""
     stype = slot.slot_type[BPF_REG_SIZE - 1]
     if stype == STACK_SPILL:
-        reg = slot.spilled_ptr
-        if reg.type != SCALAR_VALUE:
-            return reg
-        # v1 skips every scalar spill. deviation: only a known zero (NULL) is skipped; any
-        # other scalar is a NOT_INIT poison entry that no pointer can merge with.
-        return None if reg.is_known_zero else not_init()
+        # v1 skips every scalar spill. deviation: a known zero is NULL, any other scalar is
+        # a NOT_INIT poison entry that no pointer can merge with (gen_reg_entry).
+        return slot.spilled_ptr
     if stype == STACK_ZERO:
-        # deviation: a proper NULL (no entry) if all 8 bytes are zero, poison otherwise.
-        return None if slot.all_bytes(STACK_ZERO) else not_init()
+        # deviation: a proper NULL if all 8 bytes are zero, poison otherwise.
+        return scalar(0) if slot.all_bytes(STACK_ZERO) else not_init()
     if stype in (STACK_MISC, STACK_INVALID):
         return not_init()
     env.reject(f"verifier internal error: frame{frameno} stack off={off} slot_type={stype} "
@@ -224,30 +262,34 @@ def slot_reg(env: Env, slot: StackSlot, frameno: int, off: int) -> RegState | No
 def gen_exception_frame_descs(env: Env, state: VerifierState, pc: int) -> None:
     """`gen_exception_frame_descs` at a throwing insn `pc` (a bpf_throw call, or the call of
     a throw-reachable global subprog on its exception path): one descriptor per frame, keyed
-    by `pc` for the current frame and by the callsite for every caller frame."""
+    by `pc` for the current frame and by the callsite for every caller frame.
+
+    deviation: the series merges entry by entry, so a location one path has no entry for (a
+    slot beyond that path's stack depth, a register holding a non-referenced pointer such
+    as the ctx) silently takes another path's object entry, and the unwinder frees whatever
+    that path left there: a stale pointer of an earlier callee's frame, a canary, the ctx.
+    Here every path describes every R6-R9 and every slot of its stack (object, NULL or
+    NOT_INIT poison, `gen_reg_entry`), and a location a path has no entry for is NOT_INIT
+    on that path: beyond its stack depth a slot holds whatever the memory held."""
     for frameno in range(state.curframe, -1, -1):
         frame = state.frames[frameno]
         key = pc if frameno == state.curframe else state.frames[frameno + 1].callsite
         tab = env.fdtabs[frame.subprogno]
+        fresh = tab.find(key) is None
+        slots = [-(BPF_REG_SIZE * spi + BPF_REG_SIZE) for spi in range(len(frame.stack))]
         env.log.verbose(f"frame_desc: frame{frameno}: Stack:")
-        for spi in range(len(frame.stack)):
-            off = -(BPF_REG_SIZE * spi + BPF_REG_SIZE)
-            reg = slot_reg(env, frame.stack[spi], frameno, off)
-            if reg is not None:
-                gen_reg_entry(env, state, frameno, reg, off, tab, key)
-        env.log.verbose(f"frame_desc: frame{frameno}: Registers:")
-        for regno in range(6, 10):
-            reg = frame.regs[regno]
-            if reg.type == SCALAR_VALUE and not reg.is_known_zero:
-                reg = not_init()  # a havoc scalar in R6-R9 is poison
-            gen_reg_entry(env, state, frameno, reg, regno, tab, key)
-        if tab.find(key) is None:
-            # deviation: the series creates a descriptor only when it pushes an entry, so a
-            # frame holding nothing (R6-R9 known zero, no stack) has none and the runtime
-            # skips it silently. An empty descriptor lets the unwinder treat a missing one
-            # as the error it is.
-            env.log.verbose(f"frame_desc: frame{frameno}: no entries, empty frame descriptor for pc={key}")
-            tab.descs.append(FrameDesc(key))
+        for off in [*slots, 6, 7, 8, 9]:
+            if off == 6:
+                env.log.verbose(f"frame_desc: frame{frameno}: Registers:")
+            # read each location only now: describing an object released its other copies
+            reg = slot_reg(env, frame.stack[-off // BPF_REG_SIZE - 1], frameno, off) if off < 0 \
+                else frame.regs[off]
+            entry = gen_reg_entry(env, state, frameno, reg, off)
+            push_exception_frame_desc(env, tab, key, entry, None if fresh else poison_entry(off))
+        desc = tab.find(key)
+        assert desc is not None  # four register entries were pushed
+        if not fresh:
+            poison_absent(env, desc, frameno, set(slots))
 
 
 def check_reference_leak(env: Env, state: VerifierState, exception_exit: bool) -> None:
