@@ -46,7 +46,12 @@ REJECTS = [
     ("div_by_zero", "main:\n\tr0 = 1\n\tr0 /= 0\n\texit\n", "div by zero"),
     ("return_ptr", "main:\n\tr0 = r10\n\texit\n",
      "At program exit the register R0 is not a known value (fp)"),
-    ("helper", "main:\n\tcall 1\n\tr0 = 0\n\texit\n", "invalid func unknown#1"),
+    ("helper", "main:\n\tcall 1\n\tr0 = 0\n\texit\n", "helper call #1 is not supported by bpf-unwind yet"),
+    ("bad_helper", "main:\n\tcall 212\n\tr0 = 0\n\texit\n", "invalid func unknown#212"),
+    # the kernel verifies only the globals something calls: an uncalled one is dead code
+    ("called_global_checked",
+     ".global g\nmain:\n\tcall g\n\tr0 = 0\n\texit\ng:\n\tr2 = 1\n\tr0 = *(u32 *)(r2 + 0)\n\texit\n",
+     "R2 invalid mem access 'scalar'"),
     ("unknown_kfunc", "main:\n\tcall kfunc(999)\n\tr0 = 0\n\texit\n",
      "insn 0: kernel btf_id 999 is not a function"),
     ("fall_off_end", "main:\n\tr0 = 0\n", "last insn is not an exit or jmp"),
@@ -66,6 +71,7 @@ def test_rejects(name, text, msg):
 
 ACCEPTS = [
     ("minimal", "main:\n\tr0 = 0\n\texit\n"),
+    ("uncalled_global_is_dead_code", ".global g\nmain:\n\tr0 = 0\n\texit\ng:\n\tr0 = r5\n\texit\n"),
     ("ctx_reads", "main:\n\tr0 = *(u32 *)(r1 + 0)\n\tr2 = *(u32 *)(r1 + 16)\n"
      "\tr3 = *(u8 *)(r1 + 191)\n\texit\n"),
     ("uninit_stack_read", "main:\n\tr0 = *(u64 *)(r10 - 16)\n\texit\n"),
@@ -250,7 +256,7 @@ def test_global_subprog_rejects_pointer_args_and_pointer_return():
     bad_arg = ".global g\nmain:\n\tr1 = r10\n\tcall g\n\texit\ng:\n\tr0 = r1\n\texit\n"
     assert ok(".global g\nmain:\n\tr1 = r10\n\tcall g\n\texit\ng:\n\tr0 = 0\n\texit\n")  # g()
     assert str(rejected(bad_arg)) == "Caller passes invalid args into func#1 ('g')"
-    bad_ret = ".global g\nmain:\n\tr0 = 0\n\texit\ng:\n\tr0 = r10\n\texit\n"
+    bad_ret = ".global g\nmain:\n\tcall g\n\tr0 = 0\n\texit\ng:\n\tr0 = r10\n\texit\n"
     assert str(rejected(bad_ret)) == "At subprogram exit the register R0 is not a scalar value (fp)"
 
 

@@ -31,12 +31,12 @@ DEVIATIONS_DOC = Path(__file__).parent.parent / "docs" / "deviations.md"
 EXPECTED = json.loads((PROGS / "expected.json").read_text())
 CASES = [(obj, name) for obj, progs in EXPECTED.items() if not obj.startswith("_") for name in progs]
 
-MAP = "ld_imm64 of a map with src_reg 1 is not supported by this verifier"
-GLOBAL_VAR = "ld_imm64 of a global variable (map value) with src_reg 2 is not supported by this verifier"
-CALLBACK = "callbacks (ld_imm64 of a function) are not supported by this verifier"
-KTIME = "invalid func unknown#5"  # helpers are not modelled; #5 is bpf_ktime_get_ns
-ITER_NEW = "kfunc bpf_iter_num_new#10006 is not supported by this verifier yet"
-RCU_LOCK = "kfunc bpf_rcu_read_lock#10009 is not supported by this verifier yet"
+MAP = "ld_imm64 of a map with src_reg 1 is not supported by bpf-unwind"
+GLOBAL_VAR = "ld_imm64 of a global variable (map value) with src_reg 2 is not supported by bpf-unwind"
+CALLBACK = "callbacks (ld_imm64 of a function) are not supported by bpf-unwind"
+KTIME = "helper call #5 is not supported by bpf-unwind yet"  # #5 is bpf_ktime_get_ns
+ITER_NEW = "kfunc bpf_iter_num_new#10006 is not supported by bpf-unwind yet"
+RCU_LOCK = "kfunc bpf_rcu_read_lock#10009 is not supported by bpf-unwind yet"
 
 # program -> (substring of the one-line error it stops with, what it needs that is not modelled)
 NOT_MODELLED: dict[str, tuple[str, str]] = {
@@ -68,7 +68,7 @@ NOT_MODELLED: dict[str, tuple[str, str]] = {
     "exceptions_cleanup_prog_dynptr_iter": (MAP, "ringbuf map and dynptrs; iterators; .bss, hash map"),
     "exceptions_cleanup_obj": (GLOBAL_VAR, ".bss globals and hash map helpers (MARK_RESOURCE)"),
     "exceptions_cleanup_percpu_obj": (
-        "kfunc bpf_percpu_obj_new_impl#10004 is not supported by this verifier yet",
+        "kfunc bpf_percpu_obj_new_impl#10004 is not supported by bpf-unwind yet",
         "per-CPU objects; .bss, hash map",
     ),
     "exceptions_cleanup_ringbuf": (MAP, "ringbuf map and reserve/discard helpers; .bss, hash map"),

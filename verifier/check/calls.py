@@ -14,6 +14,7 @@ from verifier.check.exceptions import check_reference_leak
 from verifier.check.returns import (
     MAX_BPF_FUNC_REG_ARGS,
     check_return_code,
+    not_scalar_return_text,
     returns_void,
     unsupported_arg_text,
 )
@@ -45,7 +46,7 @@ def check_kfunc_call(env: Env, state: VerifierState, insn: Insn, idx: int) -> Kf
     if proto is None or insn.off != 0:
         env.reject(f"insn {idx}: kernel btf_id {insn.imm} is not a function")
     if not proto.modelled:
-        env.reject(f"insn {idx}: kfunc {proto.name}#{proto.btf_id} is not supported by this verifier yet")
+        env.reject(f"insn {idx}: kfunc {proto.name}#{proto.btf_id} is not supported by bpf-unwind yet")
     regs = state.cur.regs
     release_id = 0
     struct = None
@@ -116,6 +117,8 @@ def _check_global_args_btf(env: Env, state: VerifierState, callee: int, proto: F
     BTF says (a scalar, or the unmodified ctx); a mismatch logs why, then "Caller passes
     invalid args"."""
     info = env.subprogs[callee]
+    if proto.ret != "scalar":  # btf_prepare_func_args fails, so the call's args are invalid
+        _invalid_args(env, callee, not_scalar_return_text(info.name))
     for i, kind in enumerate(proto.args[:MAX_BPF_FUNC_REG_ARGS]):
         if kind not in ("scalar", "ctx"):
             env.reject(unsupported_arg_text(info.name, i))
@@ -205,5 +208,12 @@ def process_exit(env: Env, state: VerifierState) -> int | None:
     return None
 
 
+BPF_FUNC_MAX_ID = 212  # __BPF_FUNC_MAX_ID of Linux 6.18 (enum bpf_func_id in vmlinux BTF)
+
+
 def check_helper_call(env: Env, insn: Insn) -> None:
+    """Helpers are not modelled yet: an id the kernel knows is refused as unsupported by
+    bpf-unwind (never blaming a correct program); any other id as the kernel does."""
+    if 0 < insn.imm < BPF_FUNC_MAX_ID:
+        env.reject(f"helper call #{insn.imm} is not supported by bpf-unwind yet")
     env.reject(f"invalid func unknown#{insn.imm}")

@@ -68,24 +68,24 @@ def _do_check_main(env: Env) -> None:
 
 
 def _do_check_subprogs(env: Env) -> None:
-    """Global subprogs, each on its own: first those called by verified code (in the order
-    of their first call, so callers have fixed their argument kinds), then the rest in index
-    order, the exception callback (one scalar argument) last. A subprog with a BTF signature
+    """Global subprogs, each on its own, as the kernel's do_check_subprogs: only those that
+    verified code calls (in the order of their first call, repeated until no new one is
+    called); a global nothing calls is never verified, so its insns stay unseen and the
+    dead-code pass removes it. The exception callback (one scalar argument) comes after the
+    globals main reaches, then whatever it calls. A subprog with a BTF signature
     (Program.func_protos) gets its arguments from it, after its signature is checked; one
-    without (text assembly) gets the kinds its callers passed."""
-    globals_ = [i for i in range(1, len(env.subprogs)) if env.is_global(i) and i != env.exception_cb]
+    without gets the kinds its callers passed."""
     done: set[int] = set()
+    cb = env.exception_cb
     while True:
-        pending = [i for i in env.global_called if i not in done]
-        if not pending:
-            pending = [i for i in globals_ if i not in done]
+        pending = [i for i in env.global_called if i not in done and i != cb]
+        if not pending and cb is not None and cb not in done:
+            pending = [cb]  # then the globals only the callback calls
         if not pending:
             break
         idx = pending[0]
         done.add(idx)
         _do_check_global(env, idx)
-    if env.exception_cb is not None:
-        _do_check_global(env, env.exception_cb)
 
 
 def _do_check_global(env: Env, idx: int) -> None:

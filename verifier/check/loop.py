@@ -156,7 +156,7 @@ class DoCheck:
             return idx + 1
         if cls == BPF_LD:
             if not insn.is_ld_imm64():
-                env.reject("BPF_LD_[ABS|IND] are not supported by this verifier")
+                env.reject("BPF_LD_[ABS|IND] are not supported by bpf-unwind")
             env.seen_insns.add(idx + 1)
             check_ld_imm64(env, state, insn, insns[idx + 1])
             self.log_state(state, idx, regs=[insn.dst])

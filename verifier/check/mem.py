@@ -66,7 +66,7 @@ def check_mem_insn(env: Env, state: VerifierState, insn: Insn) -> tuple[int | No
         state.cur.regs[insn.dst] = val
         return insn.dst, None
     if insn.mode == BPF_ATOMIC:
-        env.reject("BPF_ATOMIC is not supported by this verifier")
+        env.reject("BPF_ATOMIC is not supported by bpf-unwind")
     if insn.mode != BPF_MEM:
         env.reject(f"unknown opcode {insn.code:02x}")
     ptr = check_reg_read(env, state, insn.dst)
@@ -96,7 +96,7 @@ def check_mem_access(env: Env, state: VerifierState, regno: int, off: int, size:
     if base == PTR_TO_CTX:
         if env.prog.prog_type in BTF_ARGS_CTX_TYPES:
             env.reject(f"ctx access of {env.prog.prog_type} programs (the attach target's BTF-typed "
-                       "arguments) is not supported by this verifier")
+                       "arguments) is not supported by bpf-unwind")
         total = reg.off + off
         if reg.off:
             env.reject(f"dereference of modified ctx ptr R{regno} off={reg.off} disallowed")
@@ -179,12 +179,12 @@ def _stack_read(env: Env, slot: StackSlot, idxs: list[int], size: int) -> RegSta
 
 def check_ld_imm64(env: Env, state: VerifierState, insn: Insn, second: Insn) -> None:
     if insn.mode != BPF_IMM:
-        env.reject("BPF_LD_[ABS|IND] are not supported by this verifier")
+        env.reject("BPF_LD_[ABS|IND] are not supported by bpf-unwind")
     check_reg_write(env, insn.dst)
     if insn.src == BPF_PSEUDO_FUNC:
-        env.reject("callbacks (ld_imm64 of a function) are not supported by this verifier")
+        env.reject("callbacks (ld_imm64 of a function) are not supported by bpf-unwind")
     if insn.src != 0:
         what = LD_IMM64_KINDS.get(insn.src, "")
-        env.reject(f"ld_imm64 {what}with src_reg {insn.src} is not supported by this verifier")
+        env.reject(f"ld_imm64 {what}with src_reg {insn.src} is not supported by bpf-unwind")
     state.cur.regs[insn.dst] = scalar(ld_imm64_value(insn, second))
 

@@ -85,8 +85,14 @@ def returns_void(env: Env, idx: int) -> bool:
 def unsupported_arg_text(name: str, argno: int) -> str:
     return (
         f"global function {name}() arg#{argno} is a pointer other than the ctx: "
-        "not supported by this verifier"
+        "not supported by bpf-unwind"
     )
+
+
+def not_scalar_return_text(name: str) -> str:
+    """Linux 6.18's words for a global function (or exception callback) whose BTF return
+    type is not a scalar; `void` included (the live kernel refuses void globals)."""
+    return f"Global function {name}() doesn't return scalar. Only those are supported."
 
 
 def check_func_proto(env: Env, idx: int, proto: FuncProto) -> None:
@@ -99,12 +105,12 @@ def check_func_proto(env: Env, idx: int, proto: FuncProto) -> None:
         if proto.ret == "void":
             env.reject("exception cb cannot return void")
         if proto.ret != "scalar":
-            env.reject(f"Global function {name}() doesn't return scalar.")
+            env.reject(not_scalar_return_text(name))
         if proto.args != ("scalar",):
             env.reject("exception cb only supports single integer argument")
         return
-    if proto.ret not in ("scalar", "void"):
-        env.reject(f"Global function {name}() doesn't return scalar.")
+    if proto.ret != "scalar":
+        env.reject(not_scalar_return_text(name))
     if len(proto.args) > MAX_BPF_FUNC_REG_ARGS:
         env.reject(f"Function {name}() with {len(proto.args)} > {MAX_BPF_FUNC_REG_ARGS} args not supported.")
     for i, kind in enumerate(proto.args):
