@@ -3,10 +3,11 @@
 Kernel order (bpf_check after do_check), privileged load:
 
 1. opt_hard_wire_dead_code_branches, opt_remove_dead_code, opt_remove_nops: a conditional
-   jump with one unseen side becomes `ja`, every unseen insn is removed (a static subprog
-   nobody reaches goes entirely, with its fdtab; main, global subprogs and the exception
-   callback never do: they are verified on their own, and one whose insns were not marked
-   seen is kept whole), then every `ja +0`.
+   jump with one unseen side becomes `ja`, every unseen insn is removed (a subprog nobody
+   reaches goes entirely, with its fdtab: a static one no live path calls, and a global one
+   no verified code calls, which the checker never verifies, as the kernel; main and the
+   exception callback never do, one whose insns were not marked seen is kept whole), then
+   every `ja +0`.
 2. The do_misc_fixups loop over the program's own insns:
    - div/mod guards the JIT relies on (no division fault in the image): sdiv/smod by the
      constant -1, division and modulo by a register (mainline sequences, AX = BPF_REG_AX),
@@ -127,8 +128,8 @@ def _initial_state(result: CheckResult) -> PatchState:
                                 fdtab=result.fdtabs[i]))
         end = result.subprogs[i + 1].start if i + 1 < len(result.subprogs) else len(prog.insns)
         body = range(info.start, end)
-        if kind != SubprogKind.STATIC and not any(pc in seen for pc in body):
-            seen.update(body)  # verified on its own, never removed: keep it whole
+        if kind in (SubprogKind.MAIN, SubprogKind.EXCEPTION_CB) and not any(pc in seen for pc in body):
+            seen.update(body)  # always verified, never removed: keep it whole
     return PatchState.build(prog.insns, subs, seen, prog.type_refs)
 
 
