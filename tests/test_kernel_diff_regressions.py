@@ -34,6 +34,25 @@ CASES = [
     # the kernel's JIT on a BMI2 CPU shifts by a register with shrx (xlated and JIT compared)
     ("shift_by_reg", "main:\n\tr2 = *(u32 *)(r1 + 0)\n\tr3 = 7\n\tw2 >>= w3\n\tr2 <<= r3\n"
      "\tr2 s>>= r3\n\tr0 = r2\n\texit\n", None),
+    # the kernel checks a source register before the destination: R1 is clobbered by the call
+    ("src_before_dst",
+     ".global g\nmain:\n\tcall g\n\tr10 = r1\n\tr0 = 0\n\texit\ng:\n\tr0 = 0\n\texit\n",
+     "R1 !read_ok"),
+    # the kernel computes no value for div/mod or a shift by the width or more, so it keeps
+    # both sides of the branch (and the xlated code keeps the compare)
+    ("div_result_unknown",
+     "main:\n\tw1 = 84\n\tw1 /= 2\n\tif w1 != 42 goto +1\n\tr0 = 1\n\tr0 = 0\n\texit\n", None),
+    ("wide_shift_unknown", "main:\n\tw1 = 1\n\tw4 = 40\n\tw1 <<= w4\n\tif w1 != 256 goto +1\n\tr0 = 1\n"
+     "\tr0 = 0\n\texit\n", None),
+    # globals are verified in passes over their indexes (f1 before f3), only if something
+    # verified calls them: the first error is f1's call into f2, not f3's read of R0
+    ("globals_in_index_order", ".global f1\n.global f2\n.global f3\nmain:\n\tr1 = 1\n\tr2 = 1\n\tr3 = 1\n"
+     "\tcall f3\n\tcall f1\n\texit\nf1:\n\tr1 = 1\n\tcall f2\n\tr0 = 0\n\texit\n"
+     "f2:\n\tr0 = *(u32 *)(r1 + 0)\n\texit\nf3:\n\tr2 = r0\n\tr0 = 12\n\texit\n",
+     "Caller passes invalid args into func#2 ('f2')"),
+    # a global that only dead code calls is never verified, and removed with the dead code
+    ("uncalled_global_is_dead", ".global g\nmain:\n\tr1 = 7\n\tcall bpf_throw\n\tcall g\n\tr0 = 0\n\texit\n"
+     "g:\n\tr0 = r5\n\texit\n", None),
 ]  # fmt: skip
 
 
@@ -63,3 +82,4 @@ def test_shiftx_encoding() -> None:
     assert emit_shiftx(BPF_RSH, False, 1, 9).hex() == "c4e203f7ff"
     assert emit_shiftx(BPF_LSH, True, 0, 1).hex() == "c4e2c1f7c0"  # shlx rax, rax, rdi
     assert emit_shiftx(BPF_ARSH, True, 9, 6).hex() == "c442e2f7ff"  # sarx r15, r15, rbx
+

@@ -69,23 +69,27 @@ def _do_check_main(env: Env) -> None:
 
 def _do_check_subprogs(env: Env) -> None:
     """Global subprogs, each on its own, as the kernel's do_check_subprogs: only those that
-    verified code calls (in the order of their first call, repeated until no new one is
-    called); a global nothing calls is never verified, so its insns stay unseen and the
-    dead-code pass removes it. The exception callback (one scalar argument) comes after the
-    globals main reaches, then whatever it calls. A subprog with a BTF signature
-    (Program.func_protos) gets its arguments from it, after its signature is checked; one
-    without gets the kinds its callers passed."""
+    verified code calls, in passes over the subprog indexes, repeated while a pass verified
+    one (so the first error met is the kernel's); a global nothing calls is never verified,
+    so its insns stay unseen and the dead-code pass removes it. The exception callback (one
+    scalar argument) comes after the globals main reaches, then whatever it calls. A subprog
+    with a BTF signature (Program.func_protos) gets its arguments from it, after its
+    signature is checked; one without gets the kinds its callers passed."""
     done: set[int] = set()
     cb = env.exception_cb
-    while True:
-        pending = [i for i in env.global_called if i not in done and i != cb]
-        if not pending and cb is not None and cb not in done:
-            pending = [cb]  # then the globals only the callback calls
-        if not pending:
+    while True:  # passes in index order, again while a pass verified something
+        progress = False
+        for idx in range(1, len(env.subprogs)):
+            if idx in env.global_called and idx not in done and idx != cb:
+                done.add(idx)
+                _do_check_global(env, idx)
+                progress = True
+        if not progress and cb is not None and cb not in done:
+            done.add(cb)  # then the globals only the callback calls
+            _do_check_global(env, cb)
+            progress = True
+        if not progress:
             break
-        idx = pending[0]
-        done.add(idx)
-        _do_check_global(env, idx)
 
 
 def _do_check_global(env: Env, idx: int) -> None:
