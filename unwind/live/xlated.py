@@ -15,7 +15,10 @@ normalisations, each with its reason:
    `struct sk_buff` field (convert_ctx_accesses); a load that differs only in size and
    offset is accepted when it reads the sk_buff field of the same name at its vmlinux BTF
    offset and size (`len`, `protocol`), or, for the ctx fields our model does not name, when
-   it keeps its registers (reported as unchecked).
+   it keeps its registers (reported as unchecked). A narrow load (`*(u16 *)(r1 + 0)` of the
+   u32 `len`) may be followed in the kernel's code by the shift and mask that cut it out of
+   the wider field: the insns are aligned across them, and every jump must land on the same
+   aligned insn on both sides.
 Anything else is a difference, reported with both instructions."""
 
 from __future__ import annotations
@@ -162,21 +165,61 @@ def _ctx_pair(ours: tuple, theirs: tuple) -> str | None:
     return "named" if koff == foff and kcode == (0x61 & ~0x18) | SIZE_CODES.get(fsize, -1) else None
 
 
+def _jump_off(item: tuple) -> int | None:
+    """The pc offset of a jump (conditional, `ja` or `gotol`), None for anything else."""
+    if item[0] != "insn" or item[1] & 0x07 not in (0x05, 0x06):
+        return None
+    op = item[1] & 0xF0
+    if op in (0x80, 0x90):  # call, exit
+        return None
+    return item[5] if item[1] == 0x06 else item[4]  # gotol keeps its offset in imm
+
+
+def _without_off(item: tuple) -> tuple:
+    at = 5 if item[1] == 0x06 else 4  # gotol keeps its offset in imm
+    return item[:at] + item[at + 1 :]
+
+
+def _narrow_fixup(item: tuple, dst: int) -> bool:
+    """The kernel's tail of a narrow ctx load: `dst >>= k` / `dst &= mask` (ALU32 or ALU64)."""
+    return item[0] == "insn" and item[1] in (0x74, 0x77, 0x54, 0x57) and item[2] == dst
+
+
 def compare_xlated(vp: VerifiedProgram, prog: Program, kp: KernelProgram) -> XlatedDiff:
+    """Align our insns with the kernel's (a converted ctx load may take extra kernel insns),
+    then check every jump lands on the same aligned insn."""
     ours, theirs = normalize_ours(vp, prog), normalize_kernel(kp)
-    unchecked = 0
-    for pc, (a, b) in enumerate(zip(ours, theirs, strict=False)):
-        if a == b:
-            continue
-        kind = _ctx_pair(a, b)
-        if kind is not None:
+    unchecked, i, j = 0, 0, 0
+    kmap: dict[int, int] = {}  # kernel pc -> our pc
+    jumps: list[tuple[int, int]] = []
+    while i < len(ours) and j < len(theirs):
+        a, b = ours[i], theirs[j]
+        kmap[j] = i
+        off_a, off_b = _jump_off(a), _jump_off(b)
+        if off_a is not None and off_b is not None and _without_off(a) == _without_off(b):
+            jumps.append((i, j))
+        elif a != b:
+            kind = _ctx_pair(a, b)
+            if kind is None:
+                detail = f"ours {_show(a)} | kernel {_show(b)}"
+                return XlatedDiff(len(ours), len(theirs), i, detail, unchecked)
             unchecked += kind == "unchecked"
-            continue
-        return XlatedDiff(len(ours), len(theirs), pc, f"ours {_show(a)} | kernel {_show(b)}", unchecked)
-    if len(ours) != len(theirs):
-        pc = min(len(ours), len(theirs))
-        detail = f"lengths differ: ours {len(ours)}, kernel {len(theirs)}"
-        return XlatedDiff(len(ours), len(theirs), pc, detail)
+            while j + 1 < len(theirs) and _narrow_fixup(theirs[j + 1], a[2]) and (
+                i + 1 >= len(ours) or ours[i + 1] != theirs[j + 1]
+            ):
+                j += 1
+                kmap[j] = i
+        i, j = i + 1, j + 1
+    if i != len(ours) or j != len(theirs):
+        detail = f"lengths differ: ours {len(ours)}, kernel {len(theirs)} (aligned to ours {i}, kernel {j})"
+        return XlatedDiff(len(ours), len(theirs), min(i, len(ours)), detail)
+    kmap[len(theirs)] = len(ours)
+    for i, j in jumps:
+        ours_target = i + 1 + (_jump_off(ours[i]) or 0)
+        kernel_target = j + 1 + (_jump_off(theirs[j]) or 0)
+        if kmap.get(kernel_target) != ours_target:
+            detail = f"jumps differ: ours {_show(ours[i])} (to {ours_target}) | kernel {_show(theirs[j])}"
+            return XlatedDiff(len(ours), len(theirs), i, detail, unchecked)
     return XlatedDiff(len(ours), len(theirs), None, "", unchecked)
 
 
