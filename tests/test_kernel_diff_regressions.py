@@ -53,7 +53,7 @@ CASES = [
     # narrow ctx loads: the kernel loads the whole sk_buff field, then shifts and masks
     # (extra insns the comparison aligns across, jumps included)
     ("narrow_ctx_load", "main:\n\tr0 = *(u16 *)(r1 + 0)\n\tr0 = 0\n\texit\n", None),
-    ("narrow_ctx_loads_and_a_jump", "main:\n\tr2 = *(u8 *)(r1 + 1)\n\tif r2 > 3 goto +3\n"
+    ("narrow_ctx_loads_and_a_jump", "main:\n\tr2 = *(u8 *)(r1 + 1)\n\tif r2 > 3 goto +4\n"
      "\tr3 = *(u16 *)(r1 + 2)\n\tr0 = *(u16 *)(r1 + 16)\n\tr0 += r3\n\texit\n\tr0 = 1\n\texit\n", None),
     # a global that only dead code calls is never verified, and removed with the dead code
     ("uncalled_global_is_dead", ".global g\nmain:\n\tr1 = 7\n\tcall bpf_throw\n\tcall g\n\tr0 = 0\n\texit\n"
