@@ -25,8 +25,8 @@ import time
 from collections.abc import Mapping
 
 from jit.interp.alu import M64
-from jit.interp.engine import DEFAULT_BUDGET, Interp, StubFn, Transfer
-from jit.layout import CTX_BASE, CTX_SIZE, STACK_BASE, STACK_SIZE
+from jit.interp.engine import DEFAULT_BUDGET, Interp, StackTrackingMemory, StubFn, Transfer
+from jit.layout import CTX_BASE, CTX_SIZE
 from unwind.kernel.cleanup import (
     UnwindError,
     check_stack_entry,
@@ -136,7 +136,7 @@ def run_interp(
     ctx: bytes | None = None,
     budget: int = DEFAULT_BUDGET,
     helpers: Mapping[int, StubFn] | None = None,
-    stack_fill: int = 0,
+    track_stack: bool = False,
 ) -> RunResult:
     """Run main once in the reference interpreter with R1 = CTX_BASE holding `ctx`
     (default: unwind.runner.default_ctx()) and the kernel model; the interpreter's
@@ -147,10 +147,13 @@ def run_interp(
         raise KernelError(f"prog '{vp.name}': ctx of {len(data)} bytes exceeds {CTX_SIZE}")
     kernel = InterpKernel(vp)
     interp = Interp(vp, helpers=helpers, kfuncs=kernel.stubs(), budget=budget)
+    if track_stack:  # counters["uninit_stack_read"] says whether it read stack it never wrote
+        interp.mem = StackTrackingMemory()
     interp.mem.write(CTX_BASE, data)
-    if stack_fill:  # what uninitialised stack reads return (the kernel's stack is not zeroed)
-        interp.mem.write(STACK_BASE, bytes([stack_fill]) * STACK_SIZE)
     t0 = time.perf_counter()
     retval = interp.run(CTX_BASE)
     elapsed_us = (time.perf_counter() - t0) * 1e6
-    return kernel.result(retval, {"steps": interp.steps, "time_us": round(elapsed_us, 1)})
+    counters = {"steps": interp.steps, "time_us": round(elapsed_us, 1)}
+    if isinstance(interp.mem, StackTrackingMemory):
+        counters["uninit_stack_read"] = int(interp.mem.read_uninit)
+    return kernel.result(retval, counters)

@@ -110,6 +110,29 @@ class Memory:
         buf[off : off + len(data)] = data
 
 
+class StackTrackingMemory(Memory):
+    """Memory that remembers which stack bytes this run wrote, and whether it ever loaded one
+    it had not written: a privileged program may (the verifier allows uninitialised stack
+    reads for root), and then its result depends on what an earlier user left there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray(STACK_SIZE)
+        self.read_uninit = False
+
+    def load(self, addr: int, size: int) -> int:
+        off = addr - STACK_BASE
+        if 0 <= off < STACK_SIZE and not all(self.written[off : off + size]):
+            self.read_uninit = True
+        return super().load(addr, size)
+
+    def store(self, addr: int, size: int, value: int) -> None:
+        off = addr - STACK_BASE
+        if 0 <= off < STACK_SIZE:
+            self.written[off : off + size] = b"\x01" * size
+        super().store(addr, size, value)
+
+
 @dataclass(frozen=True)
 class Frame:
     """A caller suspended at a bpf2bpf call."""

@@ -101,8 +101,8 @@ def _both_accept(c: Comparison, prog: Program, vp: VerifiedProgram, kp: KernelPr
         c.retval_kernel = prog_test_run(kp.fd, data_in=data, ctx_in=ctx_in).retval
         _run_ours(c, prog, vp, skb_ctx(data, ctx_in))
         if not c.retval_kernel == c.retval_jit == c.retval_interp:
-            poisoned = run_interp(vp, skb_ctx(data, ctx_in), stack_fill=0xA5).retval
-            if poisoned & 0xFFFF_FFFF != c.retval_interp:
+            tracked = run_interp(vp, skb_ctx(data, ctx_in), track_stack=True)
+            if tracked.counters.get("uninit_stack_read"):
                 c.notes.append("the return value depends on uninitialised stack (which root may read)")
             else:
                 problems.append("return values differ")
