@@ -19,6 +19,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
+from verifier.errors import BpfUnwindError
+
 BTF_MAGIC = 0xEB9F
 HDR = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off, type_len, str_off, str_len
 TYPE = struct.Struct("<III")  # name_off, info, size/type
@@ -37,8 +39,8 @@ _EXTRA: dict[int, tuple[int, int]] = {
 }  # fmt: skip
 
 
-class BtfFormatError(ValueError):
-    """The blob is not BTF we can edit (the loader has already validated object BTF)."""
+class BtfFormatError(BpfUnwindError):
+    """The blob is not BTF we can edit (the loader has already validated object BTF); one line."""
 
 
 def info_word(kind: int, vlen: int = 0, kind_flag: bool = False) -> int:
