@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.live_kernel import require_live_kernel
 from tests.verify_helpers import ok, raw_rejected, rejected
 from unwind.cli.oracle import compare
-from unwind.live.vmlinux import probe
 from verifier.asm.assembler import assemble
 from verifier.check.checker import check
 from verifier.program import FuncProto
@@ -97,8 +97,7 @@ def test_consistent_call_sites_are_accepted(text):
     two_sites("r1 = 1", "r1 = 2", G_SCALAR), two_sites("", ""), two_sites("r1 = 1", "r1 = r10", "r0 = 0")])
 def test_the_live_kernel_agrees(text):
     """The same programs in the running kernel (with the BTF their code implies)."""
-    if probe() is not None:
-        pytest.skip(probe())
+    require_live_kernel()
     c = compare(assemble(text, "test.s"), None, "test.s")
     assert c.outcome == "agree", (c.reason, c.kernel_msg, c.our_msg)
 

@@ -13,24 +13,14 @@ from __future__ import annotations
 
 import os
 
-import pytest
 from hypothesis import HealthCheck, event, given, settings
 
 from tests.kernel_programs import kernel_programs
+from tests.live_kernel import require_live_kernel
 from unwind.cli.oracle import compare, table
-from unwind.live.vmlinux import probe
 from verifier.asm.assembler import assemble
 
 EXAMPLES = int(os.environ.get("KERNEL_DIFF_EXAMPLES", "60"))
-
-
-def require_live_kernel() -> None:
-    reason = probe()
-    if reason is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def check_program(text: str) -> str:

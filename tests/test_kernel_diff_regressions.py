@@ -4,13 +4,11 @@ kernel too when it is usable (in CI a missing kernel fails, locally it skips).""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from jit.x86.alu import emit_shiftx
+from tests.live_kernel import require_live_kernel
 from unwind.cli.oracle import compare, table
-from unwind.live.vmlinux import probe
 from verifier.asm.assembler import assemble
 from verifier.check.checker import check
 from verifier.errors import VerifierError
@@ -77,11 +75,7 @@ def test_our_verdict(name: str, text: str, msg: str | None) -> None:
 
 @pytest.mark.parametrize(("name", "text", "msg"), CASES, ids=[c[0] for c in CASES])
 def test_kernel_agrees(name: str, text: str, msg: str | None) -> None:
-    reason = probe()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_live_kernel()
     c = compare(assemble(text), None, name)
     assert c.outcome == "agree", table([c])
 

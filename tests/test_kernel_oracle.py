@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.live_kernel import require_live_kernel
 from unwind.cli import oracle, pipeline
 from unwind.live.load import kernel_load
-from unwind.live.vmlinux import probe
 from verifier.asm.ubpf import assemble_ubpf
 from verifier.load.object import load_object
 from verifier.program import FuncSym, Program
@@ -32,15 +32,6 @@ CONFORMANCE = ROOT.parent / "shared" / "conformance" / "tests"
 OUTCOME_COUNTS: Counter[str] = Counter()
 
 
-def _require_kernel() -> None:
-    reason = probe()
-    if reason is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"CI runs on a VM where bpf() works, but: {reason}")
-    pytest.skip(reason)
-
-
 def _check(rows: list[oracle.Comparison]) -> None:
     OUTCOME_COUNTS.update(r.outcome for r in rows)
     bad = [f"{r.file}:{r.prog}: {r.reason} (kernel: {r.kernel} {r.kernel_msg}; ours: {r.ours} {r.our_msg};"
@@ -50,13 +41,13 @@ def _check(rows: list[oracle.Comparison]) -> None:
 
 @pytest.mark.parametrize("obj", sorted(p.name for p in PROGS.glob("*.o")))
 def test_corpus_objects_agree_with_the_kernel(obj):
-    _require_kernel()
+    require_live_kernel()
     _check(oracle.compare_file(str(PROGS / obj), all_progs=True))
 
 
 @pytest.mark.parametrize("path", ASM, ids=lambda p: p.name)
 def test_text_assembly_agrees_with_the_kernel(path):
-    _require_kernel()
+    require_live_kernel()
     _check(oracle.compare_file(str(path)))
 
 
@@ -78,7 +69,7 @@ def _conformance_programs() -> list[tuple[str, str]]:
 
 @pytest.mark.skipif(not CONFORMANCE.is_dir(), reason="../shared/conformance is not beside the checkout")
 def test_conformance_programs_agree_with_the_kernel():
-    _require_kernel()
+    require_live_kernel()
     rows = []
     for name, asm in _conformance_programs():
         insns = assemble_ubpf(asm, name).insns
@@ -93,7 +84,7 @@ def _fds() -> int:
 
 
 def test_a_thousand_loads_leak_no_file_descriptor():
-    _require_kernel()
+    require_live_kernel()
     obj = load_object(PROGS / "exceptions.o")
     accepted = obj.programs["exception_throw_subprog"]
     rejected = obj.programs["exception_throw_from_void_global"]
@@ -111,7 +102,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_reports_malformed_input_on_one_line(tmp_path):
-    _require_kernel()
+    require_live_kernel()
     bad = tmp_path / "bad.o"
     bad.write_bytes(b"\x7fELF" + bytes(60))
     res = _cli("kernel", str(bad))
@@ -120,7 +111,7 @@ def test_cli_reports_malformed_input_on_one_line(tmp_path):
 
 
 def test_cli_table_and_exit_status():
-    _require_kernel()
+    require_live_kernel()
     res = _cli("kernel", str(PROGS / "basic.o"), "--all")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "basic_throw_releases_obj" in res.stdout and res.stdout.rstrip().endswith("0 DISAGREE")

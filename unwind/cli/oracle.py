@@ -80,7 +80,7 @@ def _run_ours(c: Comparison, prog: Program, vp: VerifiedProgram, ctx: bytes) -> 
 def _both_accept(c: Comparison, prog: Program, vp: VerifiedProgram, kp: KernelProgram, data: bytes,
                  ctx_in: bytes) -> None:  # fmt: skip
     problems: list[str] = []
-    xd = compare_xlated(vp, prog, kp)
+    xd = compare_xlated(vp, kp)
     c.xlated = "equal" if xd.equal else f"pc {xd.pc}: {xd.detail}"
     if xd.unchecked_ctx:
         c.notes.append(f"{xd.unchecked_ctx} ctx loads of fields without a named sk_buff member")

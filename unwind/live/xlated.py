@@ -31,7 +31,7 @@ from unwind.live.load import KernelProgram
 from unwind.live.vmlinux import vmlinux_btf
 from verifier.asm.disasm import insn_text
 from verifier.isa.insn import BPF_PSEUDO_CALL, BPF_PSEUDO_KFUNC_CALL, Insn
-from verifier.program import Program, VerifiedProgram
+from verifier.program import VerifiedProgram
 from verifier.protos.kfuncs import KFUNCS_BY_ID
 
 SKB_FIELDS = {0: "len", 16: "protocol"}  # our __sk_buff offsets -> struct sk_buff member
@@ -85,11 +85,11 @@ def _call_name(insn: Insn, kernel: bool) -> str:
     return f"helper#{insn.imm}"
 
 
-def normalize_ours(vp: VerifiedProgram, prog: Program) -> list[tuple]:
+def normalize_ours(vp: VerifiedProgram) -> list[tuple]:
     """Our final insns as comparable tuples, the trampoline dropped."""
     tramp = vp.subprogs[vp.throw_tramp] if vp.throw_tramp is not None else None
     starts = {sp.start: i for i, sp in enumerate(vp.subprogs)}
-    type_pcs = {pc for pc in range(len(vp.insns)) if _is_type_load(vp.insns, pc, prog)}
+    type_pcs = {pc for pc in range(len(vp.insns)) if _is_type_load(vp.insns, pc, kernel=False)}
     out: list[tuple] = []
     for pc, insn in enumerate(vp.insns):
         if tramp is not None and tramp.start <= pc < tramp.end:
@@ -107,7 +107,7 @@ def normalize_ours(vp: VerifiedProgram, prog: Program) -> list[tuple]:
 
 def normalize_kernel(kp: KernelProgram) -> list[tuple]:
     insns = kp.xlated
-    type_pcs = {pc for pc in range(len(insns)) if _is_type_load(insns, pc, None)}
+    type_pcs = {pc for pc in range(len(insns)) if _is_type_load(insns, pc, kernel=True)}
     out: list[tuple] = []
     for pc, insn in enumerate(insns):
         if insn.code == 0x85 and insn.src == BPF_PSEUDO_CALL:
@@ -119,20 +119,20 @@ def normalize_kernel(kp: KernelProgram) -> list[tuple]:
     return out
 
 
-def _next_call(insns: list[Insn], pc: int) -> str | None:
+def _next_call(insns: list[Insn], pc: int, kernel: bool) -> str | None:
     """The kfunc the next call after pc names, looking past argument setup only."""
     for insn in insns[pc + 1 : pc + 8]:
         if insn.code == 0x85:
-            return _call_name(insn, insn.src == BPF_PSEUDO_KFUNC_CALL and insn.imm not in KFUNCS_BY_ID)
+            return _call_name(insn, kernel)
     return None
 
 
-def _is_type_load(insns: list[Insn], pc: int, prog: Program | None) -> bool:
+def _is_type_load(insns: list[Insn], pc: int, kernel: bool) -> bool:
     """An ld_imm64 of a struct type id or of the obj_new/obj_drop meta argument."""
     insn = insns[pc]
     if insn.code != 0x18 or insn.src != 0 or insn.dst not in (1, 2):
         return False
-    return _next_call(insns, pc) in OBJ_META_KFUNCS
+    return _next_call(insns, pc, kernel) in OBJ_META_KFUNCS
 
 
 def _plain(insns: list[Insn], pc: int, insn: Insn, type_pcs: set[int]) -> tuple:
@@ -185,10 +185,10 @@ def _narrow_fixup(item: tuple, dst: int) -> bool:
     return item[0] == "insn" and item[1] in (0x74, 0x77, 0x54, 0x57) and item[2] == dst
 
 
-def compare_xlated(vp: VerifiedProgram, prog: Program, kp: KernelProgram) -> XlatedDiff:
+def compare_xlated(vp: VerifiedProgram, kp: KernelProgram) -> XlatedDiff:
     """Align our insns with the kernel's (a converted ctx load may take extra kernel insns),
     then check every jump lands on the same aligned insn."""
-    ours, theirs = normalize_ours(vp, prog), normalize_kernel(kp)
+    ours, theirs = normalize_ours(vp), normalize_kernel(kp)
     unchecked, i, j = 0, 0, 0
     kmap: dict[int, int] = {}  # kernel pc -> our pc
     jumps: list[tuple[int, int]] = []
