@@ -16,7 +16,8 @@ from verifier.check.exceptions import (
     gen_exception_frame_descs,
     push_exception_frame_desc,
 )
-from verifier.check.state import RefState, RegState, VerifierState, new_frame, states_equal
+from verifier.check.prune import states_equal
+from verifier.check.state import RefState, RegState, VerifierState, new_frame
 from verifier.check.vlog import VLog
 from verifier.program import FdEntry, FdTab
 from verifier.regtypes import PTR_TO_CTX, SCALAR_VALUE

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from verifier.check.env import Env
+from verifier.check.precision import mark_regs_precise
 from verifier.check.state import U64_MASK, RegState, VerifierState, mark_ptr_or_null_regs, scalar
 from verifier.isa.insn import (
     BPF_ADD,
@@ -152,6 +153,9 @@ def check_alu_op(env: Env, state: VerifierState, insn: Insn) -> None:
             env.reject(f"invalid shift {insn.imm}")
         src = scalar(insn.imm if is64 else insn.imm & U32_MASK)
     if dst.is_pointer or src.is_pointer:
+        if insn.uses_reg_src and SCALAR_VALUE in (dst.type, src.type):
+            # the offset's value becomes part of a pointer: it is relied on
+            mark_regs_precise(env, state, [insn.src if src.type == SCALAR_VALUE else insn.dst])
         regs[insn.dst] = _ptr_alu(env, insn, dst, src, is64)
         return
     if dst.value is None or src.value is None or not _safe_to_compute(op, src.value, bits):

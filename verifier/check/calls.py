@@ -11,6 +11,7 @@ from typing import NoReturn
 from verifier.check.alu import check_reg_read
 from verifier.check.env import Env
 from verifier.check.exceptions import check_reference_leak
+from verifier.check.precision import mark_regs_precise
 from verifier.check.returns import (
     MAX_BPF_FUNC_REG_ARGS,
     check_return_code,
@@ -61,6 +62,7 @@ def check_kfunc_call(env: Env, state: VerifierState, insn: Insn, idx: int) -> Kf
         elif kind == ArgKind.CONST_TYPE_ID:
             if not reg.is_const:
                 env.reject(f"R{regno} must be a known constant")
+            mark_regs_precise(env, state, [regno])
             assert reg.value is not None
             struct = env.prog.struct_by_id(reg.value)
             if struct is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from verifier.check.cfg import check_cfg, setup_subprogs
 from verifier.check.env import BPF_COMPLEXITY_LIMIT_INSNS, Env, Rejected
 from verifier.check.exceptions import mark_exception_reachable_subprogs
+from verifier.check.liveness import compute_live_registers
 from verifier.check.loop import DoCheck
 from verifier.check.returns import check_func_proto
 from verifier.check.stack_depth import check_max_stack_depth
@@ -56,6 +57,7 @@ def _check(env: Env) -> None:
     setup_subprogs(env)
     check_cfg(env)
     mark_exception_reachable_subprogs(env)
+    env.live_regs = compute_live_registers(env)
     _do_check_main(env)
     _do_check_subprogs(env)
     check_max_stack_depth(env)

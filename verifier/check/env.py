@@ -42,6 +42,7 @@ class Env:
     global_verified: set[int] = field(default_factory=set)
     global_called: list[int] = field(default_factory=list)  # in first-call order
     prune_points: set[int] = field(default_factory=set)
+    live_regs: list[int] = field(default_factory=list)  # per insn, verifier.check.liveness
     # statistics
     insn_processed: int = 0
     total_states: int = 0
@@ -49,6 +50,7 @@ class Env:
     cur_states: int = 0
     max_states_per_insn: int = 0
     jmps_processed: int = 0
+    precision_walks: int = 0
 
     @property
     def insns(self) -> list[Insn]:

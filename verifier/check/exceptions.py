@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from verifier.check.cfg import is_throw
 from verifier.check.env import Env
+from verifier.check.precision import mark_throw_precise
 from verifier.check.state import (
     BPF_REG_SIZE,
     STACK_INVALID,
@@ -310,6 +311,8 @@ def check_reference_leak(env: Env, state: VerifierState, exception_exit: bool) -
 
 
 def throw_exit(env: Env, state: VerifierState, pc: int) -> None:
-    """The exceptional exit at a throwing insn: descriptors, then the leak check."""
+    """The exceptional exit at a throwing insn: descriptors, then the leak check. What the
+    descriptors describe is relied on (precision), so no state differing there is pruned."""
+    mark_throw_precise(env, state)
     gen_exception_frame_descs(env, state, pc)
     check_reference_leak(env, state, exception_exit=True)

@@ -6,15 +6,16 @@ patch-02 exception branch of a throw-reachable global subprog call)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from verifier.check.alu import check_alu_op, check_cond_jmp_op
 from verifier.check.calls import check_func_call, check_helper_call, check_kfunc_call, process_exit
 from verifier.check.cfg import is_throw
 from verifier.check.env import BPF_COMPLEXITY_LIMIT_INSNS, Env
 from verifier.check.exceptions import throw_exit
+from verifier.check.liveness import clean_verifier_state
 from verifier.check.mem import check_ld_imm64, check_mem_insn
-from verifier.check.state import VerifierState, states_equal
+from verifier.check.precision import mark_regs_precise, propagate_precision
+from verifier.check.prune import states_equal
+from verifier.check.state import Checkpoint, VerifierState
 from verifier.check.vlog import frame_state_text
 from verifier.isa.insn import (
     BPF_ALU,
@@ -28,19 +29,9 @@ from verifier.isa.insn import (
     BPF_STX,
     Insn,
 )
+from verifier.regtypes import SCALAR_VALUE
 
 BPF_COMPLEXITY_LIMIT_JMP_SEQ = 8192
-
-
-@dataclass(eq=False)
-class Checkpoint:
-    """An explored state (`bpf_verifier_state_list` entry) with its branch counter."""
-
-    state: VerifierState
-    branches: int
-    parent: Checkpoint | None
-    hit: int = 0
-    miss: int = 0
 
 
 class DoCheck:
@@ -55,15 +46,15 @@ class DoCheck:
 
     def push_stack(self, state: VerifierState, idx: int, prev: int) -> None:
         """Queue `state` (already a copy) to be explored from insn idx later."""
-        if isinstance(state.parent, Checkpoint):
+        if state.parent is not None:
             state.parent.branches += 1
         self.stack.append((state, idx, prev))
         if len(self.stack) > BPF_COMPLEXITY_LIMIT_JMP_SEQ:
             self.env.reject(f"The sequence of {len(self.stack)} jumps is too complex.")
 
     @staticmethod
-    def update_branch_counts(cp: object | None) -> None:
-        while isinstance(cp, Checkpoint):
+    def update_branch_counts(cp: Checkpoint | None) -> None:
+        while cp is not None:
             cp.branches -= 1
             if cp.branches > 0:
                 return
@@ -81,9 +72,14 @@ class DoCheck:
             if cp.branches > 0:
                 if states_equal(cp.state, state, exact=True):
                     env.reject(f"infinite loop detected at insn {idx}")
-            elif states_equal(cp.state, state):
-                cp.hit += 1
-                return True
+            else:
+                if not cp.cleaned:  # `clean_live_states`: once every path from it is done
+                    clean_verifier_state(cp.state, env.live_regs, idx)
+                    cp.cleaned = True
+                if states_equal(cp.state, state):
+                    cp.hit += 1
+                    propagate_precision(env, cp.state, state)
+                    return True
             cp.miss += 1
             if cp.miss > cp.hit * 3 + 3:  # the kernel's eviction heuristic
                 lst.remove(cp)
@@ -92,10 +88,11 @@ class DoCheck:
         if env.jmps_processed - self.prev_jmps < 2 or env.insn_processed - self.prev_insns < 8:
             return False
         self.prev_jmps, self.prev_insns = env.jmps_processed, env.insn_processed
-        snap = state.copy()
-        snap.parent = None
-        cp = Checkpoint(snap, 1, state.parent if isinstance(state.parent, Checkpoint) else None)
+        snap = state.copy()  # with the segment that led here, for backtracking
+        cp = Checkpoint(snap, 1, state.parent)
+        snap.parent = cp.parent
         state.parent = cp
+        state.hist = []
         lst.append(cp)
         env.total_states += 1
         env.cur_states += 1
@@ -143,6 +140,7 @@ class DoCheck:
         env = self.env
         insns = env.insns
         insn = insns[idx]
+        state.hist.append((idx, state.curframe, None))
         env.seen_insns.add(idx)
         env.log.insn(insns, idx)
         cls = insn.cls
@@ -171,6 +169,9 @@ class DoCheck:
         if insn.op == BPF_JA:
             return idx + insn.jump_offset() + 1
         taken, fall, refine = check_cond_jmp_op(env, state, insn)
+        if taken != fall:  # decided by the operands' values: they are relied on
+            used = [insn.dst, insn.src] if insn.uses_reg_src else [insn.dst]
+            mark_regs_precise(env, state, [r for r in used if state.cur.regs[r].type == SCALAR_VALUE])
         target = idx + insn.off + 1
         if taken and fall:
             other = state.copy()

@@ -132,12 +132,23 @@ def _stack_access(env: Env, state: VerifierState, regno: int, reg: RegState, off
     first = (-total - 1) % BPF_REG_SIZE  # slot_type index of the lowest-address byte
     idxs = [first - i for i in range(size)]
     if write is None:
+        if slot.is_spill:
+            _note_stack_access(state, reg.frameno, spi)
         return _stack_read(env, slot, idxs, size)
     value, imm = write
     if value.is_pointer and reg.frameno != state.curframe and base_type(value.type) == PTR_TO_STACK:
         env.reject("cannot spill pointers to stack into stack frame of the caller")
     _stack_write(env, slot, idxs, size, value, imm)
+    if slot.is_spill:
+        _note_stack_access(state, reg.frameno, spi)
     return scalar()
+
+
+def _note_stack_access(state: VerifierState, frameno: int, spi: int) -> None:
+    """A spill or fill: the insn's history record names the slot (`INSN_F_STACK_ACCESS`),
+    so precision backtracking follows the value through it."""
+    idx, fr, _ = state.hist[-1]
+    state.hist[-1] = (idx, fr, (frameno, spi))
 
 
 def _stack_write(env: Env, slot: StackSlot, idxs: list[int], size: int, value: RegState, imm: bool) -> None:

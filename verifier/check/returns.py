@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from verifier.check.alu import check_reg_read
 from verifier.check.env import Env
+from verifier.check.precision import mark_regs_precise
 from verifier.check.state import RegState, VerifierState
 from verifier.program import FuncProto
 from verifier.regtypes import SCALAR_VALUE, reg_type_str
@@ -69,6 +70,7 @@ def check_return_code(env: Env, state: VerifierState, regno: int) -> None:
     rng = RETURN_RANGES.get(env.prog.prog_type)
     if rng is None:
         return
+    mark_regs_precise(env, state, [regno])
     smin, smax = scalar_bounds(reg)
     if not rng[0] <= smin <= smax <= rng[1]:
         env.reject(invalid_scalar_text(reg, rng, PROGRAM_EXIT, f"R{regno}"))

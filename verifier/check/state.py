@@ -46,10 +46,11 @@ class RegState:
     btf_id: int = 0  # PTR_TO_BTF_ID: local struct type id
     btf_name: str = ""  # PTR_TO_BTF_ID: struct name
     frameno: int = 0  # PTR_TO_STACK: frame whose stack this points into
+    precise: bool = False  # SCALAR_VALUE: some continuation relies on the value (precision)
 
     def copy(self) -> RegState:
         return RegState(self.type, self.value, self.off, self.id, self.ref_obj_id,
-                        self.btf_id, self.btf_name, self.frameno)
+                        self.btf_id, self.btf_name, self.frameno, self.precise)
 
     @property
     def is_scalar(self) -> bool:
@@ -156,16 +157,23 @@ def new_frame(frameno: int, subprogno: int, callsite: int) -> FuncState:
     return FuncState(frameno, subprogno, callsite, regs)
 
 
+# One processed insn of a path, for precision backtracking: (insn index, frame number,
+# (frameno, spi) of the stack slot a spill or fill used, or None).
+HistRecord = tuple[int, int, "tuple[int, int] | None"]
+
+
 @dataclass(slots=True)
 class VerifierState:
     """`struct bpf_verifier_state`: every frame of one path, the acquired references and the
     series' patch-02 flag. `parent` is the checkpoint this path descends from (branch
-    counting for pruning and loop detection); it is not part of the abstract value."""
+    counting for pruning and loop detection, precision backtracking) and `hist` the insns
+    processed since it; neither is part of the abstract value."""
 
     frames: list[FuncState]
     refs: list[RefState] = field(default_factory=list)
     global_subprog_call_exception: bool = False
-    parent: object | None = None
+    parent: Checkpoint | None = None
+    hist: list[HistRecord] = field(default_factory=list)
 
     @property
     def curframe(self) -> int:
@@ -179,7 +187,7 @@ class VerifierState:
         """`copy_verifier_state` (copies the patch-02 flag too, as the series does)."""
         return VerifierState([f.copy() for f in self.frames],
                              [RefState(r.id, r.insn_idx) for r in self.refs],
-                             self.global_subprog_call_exception, self.parent)
+                             self.global_subprog_call_exception, self.parent, list(self.hist))
 
     def all_regs(self) -> list[RegState]:
         """Every register and spilled register of every frame (`bpf_for_each_reg_in_vstate`)."""
@@ -196,13 +204,27 @@ class VerifierState:
         return None
 
 
+@dataclass(eq=False)
+class Checkpoint:
+    """An explored state (`bpf_verifier_state_list` entry): the state as it was before its
+    insn (its `hist` is the path segment that led to it), the checkpoint it descends from,
+    the branch counter (0 once every path from it is explored), and the eviction counters."""
+
+    state: VerifierState
+    branches: int
+    parent: Checkpoint | None
+    hit: int = 0
+    miss: int = 0
+    cleaned: bool = False
+
+
 # Reference and NULL tracking ----------------------------------------------------------------
 
 
 def mark_reg_invalid(reg: RegState) -> None:
     """`mark_reg_invalid` for a privileged program: the register becomes an unknown scalar."""
     reg.type, reg.value, reg.off, reg.id, reg.ref_obj_id = SCALAR_VALUE, None, 0, 0, 0
-    reg.btf_id, reg.btf_name, reg.frameno = 0, "", 0
+    reg.btf_id, reg.btf_name, reg.frameno, reg.precise = 0, "", 0, False
 
 
 def release_reference(state: VerifierState, ref_obj_id: int) -> bool:
@@ -230,101 +252,10 @@ def mark_ptr_or_null_regs(state: VerifierState, reg_id: int, is_null: bool) -> N
             if reg.ref_obj_id == reg_id:
                 ref_to_release = reg_id
             reg.type, reg.value, reg.off, reg.id, reg.ref_obj_id = SCALAR_VALUE, 0, 0, 0, 0
-            reg.btf_id, reg.btf_name, reg.frameno = 0, "", 0
+            reg.btf_id, reg.btf_name, reg.frameno, reg.precise = 0, "", 0, False
         else:
             reg.type &= ~PTR_MAYBE_NULL
     if ref_to_release:
         ref = state.find_ref(ref_to_release)
         if ref is not None:
             state.refs.remove(ref)
-
-
-# Pruning ----------------------------------------------------------------------------------
-
-
-class _IdMap:
-    """`check_ids`: ids of the old state must map one-to-one onto ids of the current one."""
-
-    def __init__(self) -> None:
-        self.fwd: dict[int, int] = {}
-        self.back: dict[int, int] = {}
-
-    def check(self, old: int, cur: int) -> bool:
-        if old == 0 or cur == 0:
-            return old == cur
-        if old in self.fwd:
-            return self.fwd[old] == cur
-        if cur in self.back:
-            return False
-        self.fwd[old] = cur
-        self.back[cur] = old
-        return True
-
-
-def regsafe(old: RegState, cur: RegState, idmap: _IdMap, exact: bool) -> bool:
-    """Does `old` (explored) cover `cur`? Exact mode requires equality up to id renaming."""
-    if old.type == NOT_INIT and not exact:
-        return True  # the explored path never relied on this register
-    if old.type != cur.type:
-        return False
-    if old.type == NOT_INIT:
-        return True
-    if old.type == SCALAR_VALUE:
-        if old.value is None and not exact:
-            return True  # an unknown scalar covers any scalar (no precision tracking)
-        return old.value == cur.value
-    if old.off != cur.off or old.btf_id != cur.btf_id or old.frameno != cur.frameno:
-        return False
-    return idmap.check(old.id, cur.id) and idmap.check(old.ref_obj_id, cur.ref_obj_id)
-
-
-def _slot_safe(old: StackSlot | None, cur: StackSlot | None, idmap: _IdMap, exact: bool) -> bool:
-    o = old or StackSlot()
-    c = cur or StackSlot()
-    for i in range(BPF_REG_SIZE):
-        ot, ct = o.slot_type[i], c.slot_type[i]
-        if not exact and ot == STACK_INVALID:
-            continue
-        if not exact and ot == STACK_MISC and not (ct == STACK_SPILL and c.spilled_ptr.is_pointer):
-            # privileged (allow_uninit_stack): MISC covers any non-pointer content. The
-            # kernel lets it cover spilled pointers too; we don't (a filled pointer can fail
-            # where the explored path had a scalar).
-            continue
-        if ot != ct:
-            return False
-    if o.is_spill:
-        return regsafe(o.spilled_ptr, c.spilled_ptr, idmap, exact)
-    return True
-
-
-def _func_safe(old: FuncState, cur: FuncState, idmap: _IdMap, exact: bool) -> bool:
-    if old.callsite != cur.callsite or old.subprogno != cur.subprogno:
-        return False
-    for o, c in zip(old.regs, cur.regs, strict=True):
-        if not regsafe(o, c, idmap, exact):
-            return False
-    n = max(len(old.stack), len(cur.stack))
-    for spi in range(n):
-        o = old.stack[spi] if spi < len(old.stack) else None
-        c = cur.stack[spi] if spi < len(cur.stack) else None
-        if not _slot_safe(o, c, idmap, exact):
-            return False
-    return True
-
-
-def states_equal(old: VerifierState, cur: VerifierState, exact: bool = False) -> bool:
-    """`states_equal`: may the current state be pruned because `old` was explored?"""
-    if cur.global_subprog_call_exception:
-        # PATCH 02: the exception branch re-enters the call insn where an equivalent state
-        # was just explored; it must never be pruned (nor seen as an infinite loop).
-        return False
-    if old.global_subprog_call_exception:
-        return False  # never stored (see checker), kept as a second line of defence
-    if len(old.frames) != len(cur.frames) or len(old.refs) != len(cur.refs):
-        return False
-    idmap = _IdMap()
-    for o, c in zip(old.frames, cur.frames, strict=True):
-        if not _func_safe(o, c, idmap, exact):
-            return False
-    # refsafe: the same references, ids consistently renamed.
-    return all(idmap.check(o.id, c.id) for o, c in zip(old.refs, cur.refs, strict=True))

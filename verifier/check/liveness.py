@@ -1,0 +1,147 @@
+"""Register liveness (`compute_live_registers`, Linux 6.15+): for every instruction, the set
+of registers that some path from it reads before writing, computed once per subprog by a
+backward data-flow fixpoint over its CFG. `clean_func_state` uses it to forget dead
+registers in explored states, so that states differing only in dead values prune.
+
+Per instruction, as the kernel counts uses and definitions: an ALU op reads its source and
+(except a move) its destination and defines the destination; loads read the base register;
+stores read base and value; a call defines R0-R5 and reads its arguments (a kfunc: as many
+as its prototype has; a helper or a bpf2bpf call: R1-R5); exit reads R0.
+
+The series' rule on top: a throwing call (bpf_throw, or a call of a subprog from which a
+throw is reachable) also reads R6-R9, because descriptor generation describes what they
+hold in every frame; without that, a state holding a reference in a register dead on the
+normal path could prune one holding it elsewhere, and the descriptor would miss it."""
+
+from __future__ import annotations
+
+from verifier.check.cfg import is_throw
+from verifier.check.env import Env
+from verifier.check.state import RegState, VerifierState
+from verifier.isa.insn import (
+    BPF_ALU,
+    BPF_ALU64,
+    BPF_ATOMIC,
+    BPF_END,
+    BPF_JA,
+    BPF_JMP,
+    BPF_JMP32,
+    BPF_LD,
+    BPF_LDX,
+    BPF_MOV,
+    BPF_NEG,
+    BPF_REG_10,
+    BPF_ST,
+    BPF_STX,
+    Insn,
+)
+from verifier.protos.kfuncs import KFUNCS_BY_ID
+from verifier.regtypes import NOT_INIT
+
+CALLER_SAVED_MASK = 0x3F  # R0-R5
+ARGS_MASK = 0x3E  # R1-R5
+CALLEE_SAVED_MASK = 0x3C0  # R6-R9
+FP_MASK = 1 << 10
+
+
+def _bit(regno: int) -> int:
+    return 1 << regno
+
+
+def insn_use_def(env: Env, idx: int) -> tuple[int, int]:
+    """(registers read, registers written) by insns[idx]."""
+    insn = env.insns[idx]
+    cls, dst, src = insn.cls, _bit(insn.dst), _bit(insn.src)
+    if cls in (BPF_ALU, BPF_ALU64):
+        if insn.op == BPF_MOV:
+            return (src if insn.uses_reg_src else 0), dst
+        if insn.op in (BPF_NEG, BPF_END):
+            return dst, dst
+        return dst | (src if insn.uses_reg_src else 0), dst
+    if cls == BPF_LDX:
+        return src, dst
+    if cls == BPF_ST:
+        return dst, 0
+    if cls == BPF_STX:
+        if insn.mode == BPF_ATOMIC:
+            return dst | src | 1, src | 1  # fetch forms write src (cmpxchg: R0)
+        return dst | src, 0
+    if cls == BPF_LD:
+        return 0, dst
+    if cls not in (BPF_JMP, BPF_JMP32):
+        return 0, 0
+    if insn.is_call():
+        return _call_uses(env, idx, insn), CALLER_SAVED_MASK
+    if insn.is_exit():
+        return 1, 0
+    if insn.op == BPF_JA:
+        return 0, 0
+    return dst | (src if insn.uses_reg_src else 0), 0
+
+
+def _call_uses(env: Env, idx: int, insn: Insn) -> int:
+    uses = ARGS_MASK
+    if insn.is_kfunc_call():
+        proto = KFUNCS_BY_ID.get(insn.imm)
+        if proto is not None:
+            uses = ((1 << len(proto.args)) - 1) << 1
+    if is_throw(insn):
+        return uses | CALLEE_SAVED_MASK
+    if insn.is_pseudo_call():
+        callee = env.find_subprog(idx + insn.imm + 1)
+        if callee is not None and env.subprogs[callee].is_throw_reachable:
+            uses |= CALLEE_SAVED_MASK
+    return uses
+
+
+def _successors(env: Env, idx: int, end: int) -> tuple[int, ...]:
+    insn = env.insns[idx]
+    if insn.is_ld_imm64():
+        return (idx + 2,) if idx + 2 < end else ()
+    if insn.cls in (BPF_JMP, BPF_JMP32):
+        if insn.is_exit() or is_throw(insn):
+            return ()
+        if insn.is_jump():
+            target = idx + insn.jump_offset() + 1
+            return (target,) if not insn.is_cond_jump() else (idx + 1, target)
+    return (idx + 1,) if idx + 1 < end else ()
+
+
+def compute_live_registers(env: Env) -> list[int]:
+    """Bitmask of the registers live before each insn (index = insn index; R10 excluded)."""
+    n = len(env.insns)
+    live = [0] * n
+    for sub in range(len(env.subprogs)):
+        start, end = env.subprogs[sub].start, env.subprog_end(sub)
+        pcs: list[int] = []
+        i = start
+        while i < end:
+            pcs.append(i)
+            i += 2 if env.insns[i].is_ld_imm64() else 1
+        use_def = {pc: insn_use_def(env, pc) for pc in pcs}
+        succ = {pc: _successors(env, pc, end) for pc in pcs}
+        changed = True
+        while changed:
+            changed = False
+            for pc in reversed(pcs):
+                out = 0
+                for s in succ[pc]:
+                    out |= live[s]
+                use, defs = use_def[pc]
+                new = (use | (out & ~defs)) & ~FP_MASK
+                if new != live[pc]:
+                    live[pc] = new
+                    changed = True
+    return live
+
+
+def clean_verifier_state(state: VerifierState, live: list[int], insn_idx: int) -> None:
+    """`clean_verifier_state`: every register dead at the state's position becomes NOT_INIT
+    (R10 never): at `insn_idx` for the current frame, at the call site for a caller frame."""
+    for frameno, frame in enumerate(state.frames):
+        ip = insn_idx if frameno == state.curframe else state.frames[frameno + 1].callsite
+        mask = live[ip]
+        regs = frame.regs
+        for regno in range(BPF_REG_10):
+            if not mask >> regno & 1 and regs[regno].type != NOT_INIT:
+                regs[regno] = RegState()
