@@ -5,8 +5,8 @@ registers in explored states, so that states differing only in dead values prune
 
 Per instruction, as the kernel counts uses and definitions: an ALU op reads its source and
 (except a move) its destination and defines the destination; loads read the base register;
-stores read base and value; a call defines R0-R5 and reads its arguments (a kfunc: as many
-as its prototype has; a helper or a bpf2bpf call: R1-R5); exit reads R0.
+stores read base and value; a call defines R0-R5 and reads its arguments (a kfunc or a
+helper: as many as its prototype has; a bpf2bpf call: R1-R5); exit reads R0.
 
 The series' rule on top: a throwing call (bpf_throw, or a call of a subprog from which a
 throw is reachable) also reads R6-R9, because descriptor generation describes what they
@@ -35,6 +35,7 @@ from verifier.isa.insn import (
     BPF_STX,
     Insn,
 )
+from verifier.protos.helper_ids import HELPERS
 from verifier.protos.kfuncs import KFUNCS_BY_ID
 from verifier.regtypes import NOT_INIT
 
@@ -48,8 +49,8 @@ def _bit(regno: int) -> int:
     return 1 << regno
 
 
-def insn_use_def(env: Env, idx: int) -> tuple[int, int]:
-    """(registers read, registers written) by insns[idx]."""
+def insn_use_def(env: Env, idx: int, series: bool = True) -> tuple[int, int]:
+    """(registers read, registers written) by insns[idx]; `series`: with the throw rule."""
     insn = env.insns[idx]
     cls, dst, src = insn.cls, _bit(insn.dst), _bit(insn.src)
     if cls in (BPF_ALU, BPF_ALU64):
@@ -71,7 +72,7 @@ def insn_use_def(env: Env, idx: int) -> tuple[int, int]:
     if cls not in (BPF_JMP, BPF_JMP32):
         return 0, 0
     if insn.is_call():
-        return _call_uses(env, idx, insn), CALLER_SAVED_MASK
+        return _call_uses(env, idx, insn, series), CALLER_SAVED_MASK
     if insn.is_exit():
         return 1, 0
     if insn.op == BPF_JA:
@@ -79,18 +80,21 @@ def insn_use_def(env: Env, idx: int) -> tuple[int, int]:
     return dst | (src if insn.uses_reg_src else 0), 0
 
 
-def _call_uses(env: Env, idx: int, insn: Insn) -> int:
+def _call_uses(env: Env, idx: int, insn: Insn, series: bool) -> int:
     uses = ARGS_MASK
     if insn.is_kfunc_call():
         proto = KFUNCS_BY_ID.get(insn.imm)
         if proto is not None:
             uses = ((1 << len(proto.args)) - 1) << 1
+    elif insn.is_helper_call() and insn.imm in HELPERS:
+        uses = ((1 << HELPERS[insn.imm][1]) - 1) << 1
     if is_throw(insn):
-        return uses | CALLEE_SAVED_MASK
+        return uses | CALLEE_SAVED_MASK if series else uses
     if insn.is_pseudo_call():
         callee = env.find_subprog(idx + insn.imm + 1)
-        if callee is not None and env.subprogs[callee].is_throw_reachable:
-            uses |= CALLEE_SAVED_MASK
+        if callee is not None:
+            if series and env.subprogs[callee].is_throw_reachable:
+                uses |= CALLEE_SAVED_MASK
     return uses
 
 
@@ -99,16 +103,17 @@ def _successors(env: Env, idx: int, end: int) -> tuple[int, ...]:
     if insn.is_ld_imm64():
         return (idx + 2,) if idx + 2 < end else ()
     if insn.cls in (BPF_JMP, BPF_JMP32):
-        if insn.is_exit() or is_throw(insn):
-            return ()
+        if insn.is_exit():
+            return ()  # a throw falls through, as the kernel's CFG has it
         if insn.is_jump():
             target = idx + insn.jump_offset() + 1
             return (target,) if not insn.is_cond_jump() else (idx + 1, target)
     return (idx + 1,) if idx + 1 < end else ()
 
 
-def compute_live_registers(env: Env) -> list[int]:
-    """Bitmask of the registers live before each insn (index = insn index; R10 excluded)."""
+def compute_live_registers(env: Env, series: bool = True) -> list[int]:
+    """Bitmask of the registers live before each insn (index = insn index; R10 excluded).
+    `series=False` leaves out the throw rule: mainline's answer, for comparing with it."""
     n = len(env.insns)
     live = [0] * n
     for sub in range(len(env.subprogs)):
@@ -118,7 +123,7 @@ def compute_live_registers(env: Env) -> list[int]:
         while i < end:
             pcs.append(i)
             i += 2 if env.insns[i].is_ld_imm64() else 1
-        use_def = {pc: insn_use_def(env, pc) for pc in pcs}
+        use_def = {pc: insn_use_def(env, pc, series) for pc in pcs}
         succ = {pc: _successors(env, pc, end) for pc in pcs}
         changed = True
         while changed:
