@@ -42,6 +42,28 @@ class FuncProto:
     args: tuple[str, ...]
 
 
+BPF_LINE_COL_BITS = 10  # bpf_line_info.line_col = line << 10 | column
+
+
+@dataclass(frozen=True)
+class LineInfo:
+    """`struct bpf_line_info` of a loaded program: the source line of the insns from
+    `insn_off` (an index into Program.insns) up to the next record. The BTF string offsets
+    are kept so the record can be handed to the kernel as it came."""
+
+    insn_off: int
+    file_name: str
+    line: str  # the source line's text
+    line_num: int
+    col: int
+    file_name_off: int = 0
+    line_off: int = 0
+
+    @property
+    def line_col(self) -> int:
+        return self.line_num << BPF_LINE_COL_BITS | self.col
+
+
 @dataclass
 class Program:
     """A loaded, not yet verified, BPF program: one main function plus its subprograms."""
@@ -59,6 +81,7 @@ class Program:
     func_protos: dict[str, FuncProto] = field(default_factory=dict)  # function name -> proto
     exception_cb_tags: tuple[str, ...] = ()  # every `exception_callback:NAME` tag of main
     attach_to: str = ""  # fentry/fexit/freplace target named by the section
+    line_info: list[LineInfo] = field(default_factory=list)  # sorted by insn_off (ELF objects)
 
     def struct_by_id(self, type_id: int) -> StructType | None:
         for st in self.structs.values():

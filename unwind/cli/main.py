@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from jit.listing import listing
 from unwind import report
-from unwind.cli import conformance, objcmd, oracle, pipeline
+from unwind.cli import conformance, objcmd, oracle, pipeline, stats
 from unwind.interp_kernel import run_interp
 from unwind.runner import default_packet, skb_ctx
 from verifier.errors import BpfUnwindError, LoadError, VerifierError, quoted, shown
@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="verify a program: kernel-style log and frame descriptors")
     v.add_argument("file", help="text assembly (.s), a BPF ELF object (.o), or - for stdin")
     v.add_argument("--prog", help="program (function name) of an ELF object")
-    v.add_argument("--log-level", type=int, choices=(1, 2), default=1)
+    v.add_argument("--log-level", type=int, choices=(1, 2, 4, 5, 6), default=1,
+                   help="1 or 2 as the kernel's, +4 (BPF_LOG_STATS): verification time and stack depth")
     v.set_defaults(func=cmd_verify)
 
     j = sub.add_parser("jit", help="x86-64 listing of every image, frame-descriptor keys marked")
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     objcmd.register(sub)
     conformance.register(sub)
     oracle.register(sub)
+    stats.register(sub)
     return p
 
 

@@ -115,36 +115,11 @@ def _sym_value(obj: LoadedObject, section: str, name: str) -> int | None:
     return None
 
 
-def _line_info(obj: LoadedObject, prog: Program) -> bytes:
-    """.BTF.ext line_info records of the program's functions, at their linked insn offsets."""
-    ext = obj.image.section(".BTF.ext")
-    if ext is None or len(ext.data) < 32:
-        return b""
-    data = ext.data
-    hdr_len, _fo, _fl, lo, ll = struct.unpack_from("<IIIII", data, 4)
-    start, end = hdr_len + lo, hdr_len + lo + ll
-    if ll < 4 or end > len(data):
-        return b""
-    (rec,) = struct.unpack_from("<I", data, start)
-    if rec < 16:
-        return b""
-    placed = {(f.section, f.offset, f.size): sym.start for sym in prog.funcs
-              if (f := obj.functions.get(sym.name)) is not None}  # fmt: skip
-    btf_strings = obj.btf.strings if obj.btf is not None else b""
-    out: list[tuple[int, bytes]] = []
-    pos = start + 4
-    while pos + 8 <= end:
-        sec_off, n = struct.unpack_from("<II", data, pos)
-        pos += 8
-        sec_name = btf_strings[sec_off : btf_strings.index(b"\0", sec_off)].decode() if btf_strings else ""
-        for i in range(n):
-            off, fname, lline, col = struct.unpack_from("<IIII", data, pos + i * rec)
-            for (fsec, foff, fsize), linked in placed.items():
-                if fsec == sec_name and foff <= off < foff + fsize:
-                    out.append((linked + (off - foff) // 8, struct.pack("<IIII", 0, fname, lline, col)))
-        pos += n * rec
-    out.sort(key=lambda r: r[0])
-    return b"".join(struct.pack("<I", pc) + blob[4:] for pc, blob in out)
+def _line_info(prog: Program) -> bytes:
+    """The program's line_info (Program.line_info, already at its linked insn indexes) as
+    BPF_PROG_LOAD takes it; the string offsets refer to the object's own .BTF."""
+    return b"".join(struct.pack("<IIII", li.insn_off, li.file_name_off, li.line_off, li.line_col)
+                    for li in prog.line_info)  # fmt: skip
 
 
 def _patch_kfuncs(prog: Program, insns: list[Insn]) -> None:
@@ -239,7 +214,7 @@ def _request(prog: Program, obj: LoadedObject | None, kp: KernelProgram, log_lev
         blob = fixup_object_btf(sec.data, lambda s: (x.size if (x := obj.image.section(s)) else None),
                                 lambda s, v: _sym_value(obj, s, v))  # fmt: skip
         func_info = b"".join(struct.pack("<II", f.start, obj.functions[f.name].btf_id) for f in prog.funcs)
-        line_info = _line_info(obj, prog)
+        line_info = _line_info(prog)
     else:
         blob, func_info, type_ids = asm_program_btf(prog)
         for pc, name in prog.type_refs.items():

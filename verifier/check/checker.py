@@ -10,14 +10,17 @@ which is followed by the two entries that failed to merge)."""
 
 from __future__ import annotations
 
+import time
+
 from verifier.check.cfg import check_cfg, setup_subprogs
-from verifier.check.env import BPF_COMPLEXITY_LIMIT_INSNS, Env, Rejected
+from verifier.check.env import Env, Rejected
 from verifier.check.exceptions import mark_exception_reachable_subprogs
 from verifier.check.liveness import compute_live_registers
 from verifier.check.loop import DoCheck
 from verifier.check.returns import check_func_proto
 from verifier.check.stack_depth import check_max_stack_depth
 from verifier.check.state import VerifierState, ctx_ptr, new_frame, scalar
+from verifier.check.summary import check_stats, finish_log
 from verifier.check.vlog import VLog
 from verifier.errors import VerifierError
 from verifier.isa.insn import BPF_REG_1
@@ -26,16 +29,16 @@ from verifier.program import CheckResult, Program
 
 def check(prog: Program, log_level: int = 1) -> CheckResult:
     """Verify `prog`; see the module docstring."""
-    env = Env(prog, VLog(log_level))
+    env = Env(prog, VLog(log_level, prog.line_info))
+    start = time.perf_counter_ns()
     try:
         _check(env)
     except Rejected as rej:
-        raise VerifierError(rej.msg, log=env.log.text(), insn_idx=rej.insn_idx) from None
-    env.log.verbose(
-        f"processed {env.insn_processed} insns (limit {BPF_COMPLEXITY_LIMIT_INSNS}) "
-        f"max_states_per_insn {env.max_states_per_insn} total_states {env.total_states} "
-        f"peak_states {env.peak_states} mark_read 0"
-    )
+        finish_log(env, time.perf_counter_ns() - start, accepted=False)
+        err = VerifierError(rej.msg, log=env.log.text(), insn_idx=rej.insn_idx)
+        err.stats = check_stats(env)  # the counters up to the rejection, for `bpf-unwind stats`
+        raise err from None
+    finish_log(env, time.perf_counter_ns() - start, accepted=True)
     return CheckResult(
         program=prog,
         subprogs=env.subprogs,
@@ -44,12 +47,7 @@ def check(prog: Program, log_level: int = 1) -> CheckResult:
         exception_cb=env.exception_cb,
         seen_insns=env.seen_insns,
         log=list(env.log.lines),
-        stats={
-            "insn_processed": env.insn_processed,
-            "total_states": env.total_states,
-            "peak_states": env.peak_states,
-            "max_states_per_insn": env.max_states_per_insn,
-        },
+        stats=check_stats(env),
     )
 
 

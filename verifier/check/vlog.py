@@ -4,13 +4,17 @@ register/stack state (a subset of `print_verifier_state`).
 Level 0 keeps only error lines; level 1 adds every processed instruction (`%d: (%02x) ...`,
 text from `verifier.asm.disasm.kernel_insn_text`), the Func#/frame_desc lines and the final
 statistics and `from %d to %d:` with the full state when a branch is popped; level 2 adds
-the state after each instruction (aligned on the insn line like `vlog_alignment`)."""
+the state after each instruction (aligned on the insn line like `vlog_alignment`). The
+source line of an instruction (verifier.check.linfo) comes before it at levels 1 and 2.
+Bit 4 of the level (`BPF_LOG_STATS`) adds the verification time and stack depth lines
+before the final statistics; alone it keeps only those and the error lines."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
 from verifier.asm.disasm import kernel_insn_text
+from verifier.check.linfo import LinfoPrinter
 from verifier.check.state import (
     BPF_REG_SIZE,
     STACK_INVALID,
@@ -22,6 +26,7 @@ from verifier.check.state import (
     VerifierState,
 )
 from verifier.isa.insn import Insn
+from verifier.program import LineInfo
 from verifier.regtypes import (
     NOT_INIT,
     PTR_TO_BTF_ID,
@@ -104,8 +109,11 @@ def vlog_alignment(pos: int) -> int:
 class VLog:
     """Collects the log as lines; `lines[-1]` is what the kernel would print last."""
 
-    def __init__(self, level: int) -> None:
-        self.level = level
+    def __init__(self, level: int, line_info: Sequence[LineInfo] = ()) -> None:
+        self.level = level & 3  # BPF_LOG_LEVEL1 | BPF_LOG_LEVEL2
+        self.stats = bool(level & 4)  # BPF_LOG_STATS
+        self.enabled = level != 0
+        self.linfo = LinfoPrinter(line_info) if line_info else None
         self.lines: list[str] = []
         self._insn_line = -1  # index of the last insn line still open for its state
 
@@ -120,6 +128,8 @@ class VLog:
 
     def insn(self, insns: Sequence[Insn], pc: int) -> None:
         if self.level >= 1:
+            if self.linfo is not None and (src := self.linfo.line_before(pc)) is not None:
+                self.lines.append(src)
             self.lines.append(f"{pc}: {kernel_insn_text(insns, pc)}")
             self._insn_line = len(self.lines) - 1
 
@@ -134,6 +144,11 @@ class VLog:
         else:
             self.lines.append(f"{pc}:{text}")
         self._insn_line = -1
+
+    def summary(self, msg: str) -> None:
+        """The closing statistics lines: printed at every level but 0."""
+        if self.enabled:
+            self.lines.append(msg)
 
     def branch(self, prev_idx: int, idx: int, state_text: str) -> None:
         """After a branch is popped: the kernel prints this at level 1 too (do_print_state)."""

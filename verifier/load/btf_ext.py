@@ -4,7 +4,9 @@ Owns `parse_btf_ext(data, btf, source)` -> `BtfExt`. Each of the three sub-secti
 record size followed by per-ELF-section blocks (section name, record count, records);
 instruction offsets are byte offsets into that ELF section, as clang writes them.
 Only the CO-RE relocation kinds are interpreted further (TYPE_ID_LOCAL gives the local
-type id of `bpf_core_type_id_local()`); line_info is checked and counted, not kept."""
+type id of `bpf_core_type_id_local()`). line_info records (`struct bpf_line_info`) are kept
+with their file name and source line read from the BTF string table; the linker turns them
+into `verifier.program.LineInfo` at the program's insn indexes."""
 
 from __future__ import annotations
 
@@ -47,11 +49,27 @@ class CoreRelo:
         return CORE_RELO_KINDS[self.kind] if self.kind < len(CORE_RELO_KINDS) else f"kind#{self.kind}"
 
 
+@dataclass(frozen=True)
+class LineRec:
+    """One `struct bpf_line_info` as clang wrote it: `line_col` is line << 10 | column."""
+
+    insn_off: int  # bytes into the ELF section
+    file_name_off: int  # BTF string offsets
+    line_off: int
+    line_col: int
+    file_name: str
+    line: str
+
+
 @dataclass
 class BtfExt:
     func_info: dict[str, list[FuncInfo]] = field(default_factory=dict)  # ELF section -> records
     core_relos: dict[str, list[CoreRelo]] = field(default_factory=dict)
-    line_info_count: int = 0
+    line_info: dict[str, list[LineRec]] = field(default_factory=dict)  # ELF section -> records
+
+    @property
+    def line_info_count(self) -> int:
+        return sum(len(recs) for recs in self.line_info.values())
 
 
 def _blocks(data: bytes, start: int, length: int, min_rec: int, what: str, btf: Btf, source: str):
@@ -103,8 +121,11 @@ def parse_btf_ext(data: bytes, btf: Btf, source: str = "<btf.ext>") -> BtfExt:
         off, type_id = _BLOCK.unpack_from(data, pos)
         btf.get(type_id)
         ext.func_info.setdefault(sec, []).append(FuncInfo(off, type_id))
-    for _sec, _pos in _blocks(data, hdr_len + li_off, li_len, 16, "line_info", btf, source):
-        ext.line_info_count += 1
+    for sec, pos in _blocks(data, hdr_len + li_off, li_len, 16, "line_info", btf, source):
+        off, file_off, line_off, line_col = struct.unpack_from("<IIII", data, pos)
+        file_name = _btf_string(btf, file_off, source, "line_info")
+        line = _btf_string(btf, line_off, source, "line_info")
+        ext.line_info.setdefault(sec, []).append(LineRec(off, file_off, line_off, line_col, file_name, line))
     if hdr_len >= _HDR.size + _CORE_HDR.size:
         cr_off, cr_len = _CORE_HDR.unpack_from(data, _HDR.size)
         for sec, pos in _blocks(data, hdr_len + cr_off, cr_len, 16, "core_relo", btf, source):

@@ -13,7 +13,8 @@ Calls inside `.text` that clang resolved itself carry no relocation and are rela
 CO-RE relocations of kind TYPE_ID_LOCAL (`bpf_core_type_id_local()`) name the local struct
 that `bpf_obj_new` allocates: Program.structs and Program.type_refs record it. From BTF the
 program also gets every function's signature (Program.func_protos), all its
-`exception_callback:` tags and the attach target its section names."""
+`exception_callback:` tags and the attach target its section names, and the .BTF.ext
+line_info records of its functions at their insn indexes in the program (Program.line_info)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ from verifier.load.model import (
     kfunc_btf_id,
     prog_section_type,
 )
-from verifier.program import FuncProto, FuncSym, Program, StructType
+from verifier.program import BPF_LINE_COL_BITS, FuncProto, FuncSym, LineInfo, Program, StructType
 
 R_BPF_NONE, R_BPF_64_64, R_BPF_64_ABS64, R_BPF_64_ABS32, R_BPF_64_NODYLD32, R_BPF_64_32 = 0, 1, 2, 3, 4, 10
 RELOC_NAMES = {
@@ -86,6 +87,7 @@ class _Linker:
         self.done = 0
         self.structs: dict[str, StructType] = {}
         self.type_refs: dict[int, str] = {}
+        self.line_info: list[LineInfo] = []
         self.by_start = {(f.shndx, f.offset): f for f in obj.functions.values()}
         self.relocs = {k: {r.offset: r for r in v} for k, v in self.image.relocs.items()}
 
@@ -123,6 +125,7 @@ class _Linker:
             func_protos=self._func_protos(),
             exception_cb_tags=tuple(cb_tags),
             attach_to=self.info.attach_to or "",
+            line_info=sorted(self.line_info, key=lambda li: li.insn_off),
         )
         return prog, self.info
 
@@ -146,6 +149,7 @@ class _Linker:
             self.done += 1
             self._relocate(f, start)
             self._core_relos(f, start)
+            self._line_info(f, start)
 
     def _exception_callbacks(self) -> list[str]:
         btf = self.obj.btf
@@ -262,6 +266,19 @@ class _Linker:
         else:
             raise self.err(f"ld_imm64 at insn {pc} refers to {quoted(sym.name)} in section"
                            f" {quoted(tsec.name)}")
+
+    def _line_info(self, f: FuncDef, start: int) -> None:
+        """The line_info records that fall in `f`, at the insn indexes `f` got here."""
+        ext = self.obj.btf_ext
+        for rec in ext.line_info.get(f.section, ()) if ext is not None else ():
+            if not f.offset <= rec.insn_off < f.offset + f.size:
+                continue
+            if rec.insn_off % 8:
+                raise self.err(f"line_info at {shown(f.section)}+{rec.insn_off:#x} is not at an instruction")
+            line_num, col = rec.line_col >> BPF_LINE_COL_BITS, rec.line_col & ((1 << BPF_LINE_COL_BITS) - 1)
+            pc = start + (rec.insn_off - f.offset) // 8
+            self.line_info.append(LineInfo(pc, rec.file_name, rec.line, line_num, col,
+                                           rec.file_name_off, rec.line_off))
 
     def _core_relos(self, f: FuncDef, start: int) -> None:
         ext, btf = self.obj.btf_ext, self.obj.btf
