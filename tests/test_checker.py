@@ -44,7 +44,8 @@ REJECTS = [
     ("ptr_32bit_alu", "main:\n\tw1 += 1\n\tr0 = 0\n\texit\n", "R1 32-bit pointer arithmetic prohibited"),
     ("ptr_bitwise", "main:\n\tr1 &= 7\n\tr0 = 0\n\texit\n", "R1 bitwise operator &= on pointer prohibited"),
     ("div_by_zero", "main:\n\tr0 = 1\n\tr0 /= 0\n\texit\n", "div by zero"),
-    ("return_ptr", "main:\n\tr0 = r10\n\texit\n",
+    # a tc program may return a pointer (privileged); fentry programs must return 0
+    ("return_ptr", ".prog_type fentry\nmain:\n\tr0 = r10\n\texit\n",
      "At program exit the register R0 is not a known value (fp)"),
     ("helper", "main:\n\tcall 1\n\tr0 = 0\n\texit\n", "helper call #1 is not supported by bpf-unwind yet"),
     ("bad_helper", "main:\n\tcall 212\n\tr0 = 0\n\texit\n", "invalid func unknown#212"),
@@ -57,7 +58,8 @@ REJECTS = [
     ("fall_off_end", "main:\n\tr0 = 0\n", "last insn is not an exit or jmp"),
     ("infinite_loop", "main:\n\tr0 = 0\n.Lloop:\n\tr1 = 1\n\tgoto .Lloop\n",
      "infinite loop detected at insn 1"),
-    ("unbounded_loop", "main:\n\tr0 = *(u32 *)(r1 + 0)\n.Ll:\n\tr0 += 1\n\tif r0 != 0 goto .Ll\n\texit\n",
+    # r0 is 0 or 1 on every round: the back edge meets a state equal to one being explored
+    ("unbounded_loop", "main:\n\tr0 = *(u32 *)(r1 + 0)\n.Ll:\n\tr0 &= 1\n\tif r0 != 7 goto .Ll\n\texit\n",
      "infinite loop detected at insn 1"),
 ]
 
@@ -66,7 +68,11 @@ REJECTS = [
 def test_rejects(name, text, msg):
     err = rejected(text)
     assert str(err) == msg
-    assert err.log.rstrip().splitlines()[-1] == msg
+    lines = err.log.rstrip().splitlines()
+    if msg.startswith("infinite loop"):  # the kernel prints both states after the message
+        assert lines[-2].startswith("cur state:") and lines[-1].startswith("old state:")
+        lines = lines[:-2]
+    assert lines[-1] == msg
 
 
 ACCEPTS = [
@@ -125,7 +131,10 @@ def test_stack_zero_and_spilled_constants_read_back():
             "\tr1 = 0x1234\n\t*(u64 *)(r10 - 16) = r1\n\tr0 = *(u8 *)(r10 - 15)\n"
             "\tif r0 != 0x12 goto .Lbad\n\tr0 = 0\n\texit\n.Lbad:\n\tr0 = r10\n\texit\n")
     res = ok(text)
-    assert max(res.seen_insns) < 10  # both "bad" branches folded away
+    # Linux 6.18 processes 11 insns: the zero reads back (the first "bad" branch is folded),
+    # a byte that is not the spill's lowest reads as an unknown u8 (so .Lbad is explored,
+    # and a tc program may return the frame pointer)
+    assert res.stats["insn_processed"] == 11
 
 
 # --- objects ---------------------------------------------------------------------------------
@@ -182,8 +191,9 @@ def test_null_check_propagates_to_register_and_stack_copies():
             "\tr1 = *(u64 *)(r6 + 8)\n\tr1 = *(u64 *)(r10 - 8)\n\tcall bpf_obj_drop_impl\n\tr0 = 0\n\texit\n"
             ".Lnull:\n\tr0 = r6\n\texit\n")  # r6 is a known-zero scalar on the NULL side
     res = ok(text, level=2)
-    assert res.log[5].endswith("; R0=ptr_foo(id=1,ref_obj_id=1)")  # 6: if r0 == 0x0 goto pc+5
-    assert res.log[7].endswith("; R1_w=ptr_foo(id=1,ref_obj_id=1)")  # the fill of fp-8
+    # as Linux 6.18 prints them (the NULL-tracking id is dropped once NULL is ruled out)
+    assert res.log[5].endswith("; R0=ptr_foo(ref_obj_id=1) refs=1")  # 6: if r0 == 0x0 goto pc+5
+    assert res.log[7].endswith("; R1=ptr_foo(ref_obj_id=1) R10=fp0 fp-8=ptr_foo(ref_obj_id=1) refs=1")
     assert "from 6 to 12: R0=0 R6=0 R10=fp0 fp-8=0" in res.log
 
 
@@ -321,7 +331,8 @@ def test_level1_log_lines():
 
 def test_level2_state_alignment_and_branch_pops():
     res = ok("main:\n\tr0 = *(u32 *)(r1 + 0)\n\tif r0 == 0 goto .Lz\n\tr0 = 1\n.Lz:\n\texit\n", level=2)
-    assert res.log[0] == "0: (61) r0 = *(u32 *)(r1 +0)" + " " * 10 + "; R0_w=scalar()"
+    assert res.log[0] == ("0: (61) r0 = *(u32 *)(r1 +0)" + " " * 10
+                          + "; R0=scalar(smin=0,smax=umax=0xffffffff,var_off=(0x0; 0xffffffff)) R1=ctx()")
     assert res.log[0].index(";") == 38
     assert "from 1 to 3: R0=0 R1=ctx() R10=fp0" in res.log
 

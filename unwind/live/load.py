@@ -76,6 +76,8 @@ class KernelProgram:
         lines = [ln for ln in self.log.splitlines() if ln.strip()]
         while lines and (lines[-1].startswith(("processed ", "verification time", "stack depth"))):
             lines.pop()
+        if len(lines) > 2 and lines[-2].startswith("cur state:") and lines[-1].startswith("old state:"):
+            del lines[-2:]  # the states printed after "infinite loop detected"
         if lines and "processed " in lines[-1]:  # some messages lack their newline
             lines[-1] = lines[-1][: lines[-1].index("processed ")]
         if not lines and self.errno:

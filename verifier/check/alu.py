@@ -1,15 +1,24 @@
-"""ALU instructions and conditional jumps (`check_alu_op`, `adjust_*_min_max_vals`,
-`check_cond_jmp_op`, `is_branch_taken`) on the small scalar model of verifier.check.state:
-known constants fold exactly (32-bit ops zero-extend), everything else is unknown;
-pointers move by constant offsets only; NULL checks split maybe-NULL pointers."""
+"""ALU instructions (`check_alu_op`, `adjust_reg_min_max_vals`, `adjust_ptr_min_max_vals`,
+`check_reg_sane_offset`) on the kernel's scalar domain (verifier.check.scalar*): every
+ALU64/ALU32 op, moves and sign-extending moves with the scalar ids of linked registers
+(`assign_scalar_id_before_mov`, `BPF_ADD_CONST`), and pointer arithmetic with constant or
+variable offsets, as a privileged (CAP_BPF + CAP_PERFMON) program may do it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from verifier.check.env import Env
 from verifier.check.precision import mark_regs_precise
-from verifier.check.state import U64_MASK, RegState, VerifierState, mark_ptr_or_null_regs, scalar
+from verifier.check.scalar import (
+    reg_bounds_sync,
+    scalar_alu,
+    scalar_end,
+    scalar_mov32,
+    scalar_movsx,
+    scalar_neg,
+)
+from verifier.check.scalar_bounds import S32_MAX, S32_MIN, S64_MAX, S64_MIN, mark_reg32_unbounded, s64
+from verifier.check.state import BPF_ADD_CONST, U64_MASK, RegState, VerifierState, scalar
+from verifier.check.tnum import tnum_add, tnum_is_const, tnum_sub
 from verifier.isa.insn import (
     BPF_ADD,
     BPF_ALU64,
@@ -17,18 +26,6 @@ from verifier.isa.insn import (
     BPF_ARSH,
     BPF_DIV,
     BPF_END,
-    BPF_JEQ,
-    BPF_JGE,
-    BPF_JGT,
-    BPF_JLE,
-    BPF_JLT,
-    BPF_JMP32,
-    BPF_JNE,
-    BPF_JSET,
-    BPF_JSGE,
-    BPF_JSGT,
-    BPF_JSLE,
-    BPF_JSLT,
     BPF_LSH,
     BPF_MOD,
     BPF_MOV,
@@ -38,11 +35,21 @@ from verifier.isa.insn import (
     BPF_REG_10,
     BPF_RSH,
     BPF_SUB,
-    BPF_TO_BE,
     BPF_XOR,
     Insn,
 )
-from verifier.regtypes import NOT_INIT, SCALAR_VALUE, base_type, reg_type_str
+from verifier.regtypes import (
+    CONST_PTR_TO_MAP,
+    NOT_INIT,
+    PTR_TO_FLOW_KEYS,
+    PTR_TO_PACKET,
+    PTR_TO_PACKET_META,
+    PTR_TO_STACK,
+    SCALAR_VALUE,
+    BaseType,
+    base_type,
+    reg_type_str,
+)
 
 ALU_OP_TEXT = {
     BPF_ADD: "+=", BPF_SUB: "-=", BPF_MUL: "*=", BPF_DIV: "/=", BPF_OR: "|=", BPF_AND: "&=",
@@ -50,6 +57,12 @@ ALU_OP_TEXT = {
     BPF_ARSH: "s>>=", BPF_END: "endian",
 }
 U32_MASK = 0xFFFFFFFF
+BPF_MAX_VAR_OFF = 1 << 29
+PTR_ARITH_OK = frozenset(int(t) for t in (
+    BaseType.PTR_TO_CTX, BaseType.PTR_TO_MAP_VALUE, BaseType.PTR_TO_MAP_KEY, BaseType.PTR_TO_STACK,
+    BaseType.PTR_TO_PACKET_META, BaseType.PTR_TO_PACKET, BaseType.PTR_TO_TP_BUFFER, BaseType.PTR_TO_BTF_ID,
+    BaseType.PTR_TO_MEM, BaseType.PTR_TO_BUF, BaseType.PTR_TO_FUNC, BaseType.CONST_PTR_TO_DYNPTR,
+))  # base types any offset may be added to
 
 
 def signed_value(v: int, bits: int) -> int:
@@ -79,51 +92,43 @@ def alu_fold(op: int, a: int, b: int, bits: int, signed: bool) -> int:
     """BPF semantics of one ALU op on known values (div by 0 = 0, mod by 0 = dst)."""
     mask = (1 << bits) - 1
     a, b = a & mask, b & mask
-    if op == BPF_ADD:
-        r = a + b
-    elif op == BPF_SUB:
-        r = a - b
-    elif op == BPF_MUL:
-        r = a * b
-    elif op in (BPF_DIV, BPF_MOD):
+    if op in (BPF_DIV, BPF_MOD):
         if b == 0:
-            r = 0 if op == BPF_DIV else a
-        elif signed:
+            return 0 if op == BPF_DIV else a
+        if signed:
             sa, sb = signed_value(a, bits), signed_value(b, bits)
             q = abs(sa) // abs(sb) * (1 if (sa < 0) == (sb < 0) else -1)
-            r = q if op == BPF_DIV else sa - q * sb
-        else:
-            r = a // b if op == BPF_DIV else a % b
-    elif op == BPF_OR:
-        r = a | b
-    elif op == BPF_AND:
-        r = a & b
-    elif op == BPF_XOR:
-        r = a ^ b
-    elif op == BPF_LSH:
-        r = a << (b & (bits - 1))
-    elif op == BPF_RSH:
-        r = a >> (b & (bits - 1))
-    elif op == BPF_ARSH:
-        r = signed_value(a, bits) >> (b & (bits - 1))
-    else:
+            return (q if op == BPF_DIV else sa - q * sb) & mask
+        return (a // b if op == BPF_DIV else a % b) & mask
+    table = {
+        BPF_ADD: lambda: a + b, BPF_SUB: lambda: a - b, BPF_MUL: lambda: a * b, BPF_OR: lambda: a | b,
+        BPF_AND: lambda: a & b, BPF_XOR: lambda: a ^ b, BPF_LSH: lambda: a << (b & (bits - 1)),
+        BPF_RSH: lambda: a >> (b & (bits - 1)), BPF_ARSH: lambda: signed_value(a, bits) >> (b & (bits - 1)),
+    }
+    if op not in table:
         raise ValueError(op)
-    return r & mask
+    return table[op]() & mask
 
 
-def _endian(insn: Insn, v: int) -> int:
-    width = insn.imm
-    v &= (1 << width) - 1
-    swap = insn.cls == BPF_ALU64 or insn.code & BPF_TO_BE  # host is little-endian
-    if swap:
-        v = int.from_bytes(v.to_bytes(width // 8, "little"), "big")
-    return v
+def get_reg_width(reg: RegState) -> int:
+    """`get_reg_width`: bits needed for the largest unsigned value."""
+    return reg.umax_value.bit_length()
+
+
+def assign_scalar_id_before_mov(env: Env, reg: RegState) -> None:
+    """Link a scalar to the copy about to be made: give it an id (a constant needs none);
+    a register already linked with a delta cannot be linked again."""
+    if reg.type != SCALAR_VALUE:
+        return
+    if reg.id & BPF_ADD_CONST:
+        reg.id, reg.off = 0, 0
+    if not reg.id and not tnum_is_const(reg.var_off):
+        reg.id = env.new_id()
 
 
 def check_alu_op(env: Env, state: VerifierState, insn: Insn) -> None:
     regs = state.cur.regs
-    op, is64 = insn.op, insn.cls == BPF_ALU64
-    bits = 64 if is64 else 32
+    op, alu64 = insn.op, insn.cls == BPF_ALU64
     if op not in ALU_OP_TEXT:
         env.reject(f"invalid BPF_ALU opcode {op:x}")
     if op in (BPF_END, BPF_NEG):
@@ -131,171 +136,202 @@ def check_alu_op(env: Env, state: VerifierState, insn: Insn) -> None:
         check_reg_write(env, insn.dst)
         if dst.is_pointer:
             env.reject(f"R{insn.dst} pointer arithmetic with {ALU_OP_TEXT[op]} operator prohibited")
-        if dst.value is None:
-            regs[insn.dst] = scalar()
-        elif op == BPF_NEG:
-            regs[insn.dst] = scalar(-dst.value & ((1 << bits) - 1))
+        if op == BPF_END and insn.imm not in (16, 32, 64):
+            env.reject(f"invalid BPF_END imm {insn.imm}")
+        res = dst.copy()
+        res.id, res.off, res.precise = 0, 0, False
+        if op == BPF_NEG:
+            scalar_neg(res, alu64)
         else:
-            if insn.imm not in (16, 32, 64):
-                env.reject(f"invalid BPF_END imm {insn.imm}")
-            regs[insn.dst] = scalar(_endian(insn, dst.value))
+            scalar_end(res, insn)
+        regs[insn.dst] = res
         return
     if op == BPF_MOV:
-        _check_mov(env, state, insn, bits)
+        check_mov(env, state, insn, alu64)
         return
     src = check_reg_read(env, state, insn.src) if insn.uses_reg_src else None  # the kernel reads src first
     dst = check_reg_read(env, state, insn.dst)
     check_reg_write(env, insn.dst)
     if src is None:
+        bits = 64 if alu64 else 32
         if op in (BPF_DIV, BPF_MOD) and insn.imm == 0:
             env.reject("div by zero")
         if op in (BPF_LSH, BPF_RSH, BPF_ARSH) and not 0 <= insn.imm < bits:
             env.reject(f"invalid shift {insn.imm}")
-        src = scalar(insn.imm if is64 else insn.imm & U32_MASK)
+        src = scalar(insn.imm & U64_MASK)  # the kernel's fake register: the imm sign-extended
     if dst.is_pointer or src.is_pointer:
-        if insn.uses_reg_src and SCALAR_VALUE in (dst.type, src.type):
-            # the offset's value becomes part of a pointer: it is relied on
-            mark_regs_precise(env, state, [insn.src if src.type == SCALAR_VALUE else insn.dst])
-        regs[insn.dst] = _ptr_alu(env, insn, dst, src, is64)
+        regs[insn.dst] = _pointer_alu(env, state, insn, dst, src, alu64)
         return
-    if dst.value is None or src.value is None or not _safe_to_compute(op, src.value, bits):
-        regs[insn.dst] = scalar()
-        return
-    signed = insn.off == 1 and op in (BPF_DIV, BPF_MOD)
-    regs[insn.dst] = scalar(alu_fold(op, dst.value, src.value, bits, signed))
+    res = dst.copy()
+    res.precise = False
+    scalar_alu(res, src, op, alu64)
+    _link_after_alu(res, src, op, alu64)
+    regs[insn.dst] = res
 
 
-def _safe_to_compute(op: int, src: int, bits: int) -> bool:
-    """`is_safe_to_compute_dst_reg_range`: the kernel computes a result's value for add,
-    sub, mul and the bitwise ops, and for shifts by a constant below the width; div and mod
-    (signed or not) and wider shifts give an unknown scalar, so their constants are not
-    folded here either (folding them would prune branches the kernel explores, and the
-    rewritten code would differ)."""
-    if op in (BPF_LSH, BPF_RSH, BPF_ARSH):
-        return src < bits
-    return op not in (BPF_DIV, BPF_MOD)
+def _link_after_alu(res: RegState, src: RegState, op: int, alu64: bool) -> None:
+    """`rX += K` keeps rX linked to its copies with the delta K (`BPF_ADD_CONST`); any other
+    op breaks the link, so no refinement of one register reaches the others wrongly."""
+    if op in (BPF_ADD, BPF_SUB) and res.id and alu64 and tnum_is_const(src.var_off):
+        val = s64(src.var_off.value)
+        fits = S32_MIN <= val <= S32_MAX and not (op == BPF_SUB and val == S32_MIN)
+        if fits and not res.id & BPF_ADD_CONST:
+            res.id |= BPF_ADD_CONST
+            res.off = val if op == BPF_ADD else -val
+            return
+    res.id, res.off = 0, 0
 
 
-def _check_mov(env: Env, state: VerifierState, insn: Insn, bits: int) -> None:
+def check_mov(env: Env, state: VerifierState, insn: Insn, alu64: bool) -> None:
+    """BPF_MOV: `rD = rS` (copies and links scalars), `rD = (sN)rS`, `wD = wS`, immediates."""
     regs = state.cur.regs
     src = check_reg_read(env, state, insn.src) if insn.uses_reg_src else None  # src before dst, as the kernel
     check_reg_write(env, insn.dst)
     if src is None:
-        regs[insn.dst] = scalar(insn.imm if bits == 64 else insn.imm & U32_MASK)
+        regs[insn.dst] = scalar(insn.imm & (U64_MASK if alu64 else U32_MASK))
         return
-    if insn.off not in (0, 8, 16) + ((32,) if bits == 64 else ()):
+    if insn.off not in (0, 8, 16) + ((32,) if alu64 else ()):
         env.reject(f"invalid movsx offset {insn.off}")
-    if insn.off:  # movsx
+    if insn.off:
         if src.is_pointer:
             env.reject(f"R{insn.src} sign-extension of pointer prohibited")
-        if src.value is None:
-            regs[insn.dst] = scalar()
-        else:
-            regs[insn.dst] = scalar(signed_value(src.value, insn.off) & ((1 << bits) - 1))
+        no_sext = src.umax_value < 1 << (insn.off - 1)
+        if no_sext:
+            assign_scalar_id_before_mov(env, src)
+        res = src.copy()
+        if not no_sext:
+            res.id, res.off = 0, 0
+        res.precise = False
+        scalar_movsx(res, src, insn.off, alu64)
+        regs[insn.dst] = res
         return
-    if bits == 64:
+    if alu64:
+        assign_scalar_id_before_mov(env, src)
         regs[insn.dst] = src.copy()
-    elif src.is_pointer:
-        regs[insn.dst] = scalar()  # partial copy of a pointer: allowed when privileged
-    else:
-        regs[insn.dst] = scalar(None if src.value is None else src.value & U32_MASK)
+        regs[insn.dst].precise = False
+        return
+    if src.is_pointer:
+        regs[insn.dst] = scalar()  # a partial copy of a pointer: allowed when privileged
+        return
+    fits = get_reg_width(src) <= 32
+    if fits:
+        assign_scalar_id_before_mov(env, src)
+    res = src.copy()
+    res.precise = False
+    if not fits:
+        res.id, res.off = 0, 0
+    scalar_mov32(res, src)
+    regs[insn.dst] = res
 
 
-def _ptr_alu(env: Env, insn: Insn, dst: RegState, src: RegState, is64: bool) -> RegState:
-    """`adjust_ptr_min_max_vals` restricted to constant offsets."""
+# Pointer arithmetic ------------------------------------------------------------------------
+
+
+def _pointer_alu(env: Env, state: VerifierState, insn: Insn, dst: RegState, src: RegState,
+                 alu64: bool) -> RegState:
+    """`adjust_reg_min_max_vals` when a pointer is involved."""
     op, d = insn.op, insn.dst
-    if not is64:
-        env.reject(f"R{d} 32-bit pointer arithmetic prohibited")
-    if op in (BPF_AND, BPF_OR, BPF_XOR):
-        env.reject(f"R{d} bitwise operator {ALU_OP_TEXT[op]} on pointer prohibited")
-    if op not in (BPF_ADD, BPF_SUB):
-        env.reject(f"R{d} pointer arithmetic with {ALU_OP_TEXT[op]} operator prohibited")
     if dst.is_pointer and src.is_pointer:
-        if op == BPF_SUB and base_type(dst.type) == base_type(src.type):
-            return scalar()  # pointer difference: a scalar (privileged)
+        if op == BPF_SUB:
+            return scalar()  # pointer - pointer: an unknown scalar (privileged)
         env.reject(f"R{d} pointer {ALU_OP_TEXT[op]} pointer prohibited")
-    ptr, off = (dst, src) if dst.is_pointer else (src, dst)
-    if not dst.is_pointer and op == BPF_SUB:
-        env.reject(f"R{d} tried to subtract pointer from scalar")
+    if insn.uses_reg_src:
+        # the offset's value becomes part of a pointer: it is relied on
+        mark_regs_precise(env, state, [insn.src if src.type == SCALAR_VALUE else insn.dst])
+    if dst.is_pointer:
+        return adjust_ptr_min_max_vals(env, insn, dst, src, alu64, dst_is_ptr=True)
+    return adjust_ptr_min_max_vals(env, insn, src, dst, alu64, dst_is_ptr=False)
+
+
+def check_reg_sane_offset(env: Env, reg: RegState, ptr_type: int) -> None:
+    name = reg_type_str(ptr_type)
+    val = s64(reg.var_off.value)
+    if tnum_is_const(reg.var_off) and (val >= BPF_MAX_VAR_OFF or val <= -BPF_MAX_VAR_OFF):
+        env.reject(f"math between {name} pointer and {val} is not allowed")
+    if reg.off >= BPF_MAX_VAR_OFF or reg.off <= -BPF_MAX_VAR_OFF:
+        env.reject(f"{name} pointer offset {reg.off} is not allowed")
+    if reg.smin_value == S64_MIN:
+        env.reject(f"math between {name} pointer and register with unbounded min value is not allowed")
+    if reg.smin_value >= BPF_MAX_VAR_OFF or reg.smin_value <= -BPF_MAX_VAR_OFF:
+        env.reject(f"value {reg.smin_value} makes {name} pointer be out of bounds")
+
+
+def _add_overflows(a: int, b: int) -> bool:
+    return not S64_MIN <= a + b <= S64_MAX
+
+
+def adjust_ptr_min_max_vals(env: Env, insn: Insn, ptr: RegState, off: RegState, alu64: bool,
+                            dst_is_ptr: bool) -> RegState:
+    """`ptr op off` for a scalar `off`; the result (a pointer, or an unknown scalar)."""
+    op, d = insn.op, insn.dst
+    known = tnum_is_const(off.var_off)
+    smin, smax, umin, umax = off.smin_value, off.smax_value, off.umin_value, off.umax_value
+    if (known and (smin != smax or umin != umax)) or smin > smax or umin > umax:
+        return scalar()  # bounds from a dead branch: taint the result
+    if not alu64:
+        if op == BPF_SUB:
+            return scalar()
+        env.reject(f"R{d} 32-bit pointer arithmetic prohibited")
     if ptr.maybe_null:
         env.reject(f"R{d} pointer arithmetic on {reg_type_str(ptr.type)} prohibited, null-check it first")
-    if off.value is None:
-        # deviation: the kernel tracks variable offsets; this model supports constants only
-        env.reject(f"R{d} variable offset pointer arithmetic is not supported")
-    delta = signed_value(off.value, 64)
+    base = base_type(ptr.type)
+    ok = base in PTR_ARITH_OK or (base == PTR_TO_FLOW_KEYS and known) or (
+        base == CONST_PTR_TO_MAP and known and smin == 0 and op == BPF_ADD)
+    if not ok:
+        env.reject(f"R{d} pointer arithmetic on {reg_type_str(ptr.type)} prohibited")
+    check_reg_sane_offset(env, off, ptr.type)
+    check_reg_sane_offset(env, ptr, ptr.type)
     res = ptr.copy()
-    res.off = ptr.off + (delta if op == BPF_ADD else -delta)
-    if abs(res.off) >= 1 << 29:
-        env.reject(f"R{d} pointer offset {res.off} is not allowed")
+    mark_reg32_unbounded(res)
+    if op == BPF_ADD:
+        if known and S32_MIN <= ptr.off + smin <= S32_MAX:
+            res.off = ptr.off + smin
+        else:
+            _add_variable(env, res, ptr, off)
+    elif op == BPF_SUB:
+        if not dst_is_ptr:
+            env.reject(f"R{d} tried to subtract pointer from scalar")
+        if base == PTR_TO_STACK:
+            env.reject(f"R{d} subtraction from stack pointer prohibited")
+        if known and S32_MIN <= ptr.off - smin <= S32_MAX:
+            res.off = ptr.off - smin
+        else:
+            _sub_variable(env, res, ptr, off)
+    elif op in (BPF_AND, BPF_OR, BPF_XOR):
+        env.reject(f"R{d} bitwise operator {ALU_OP_TEXT[op]} on pointer prohibited")
+    else:
+        env.reject(f"R{d} pointer arithmetic with {ALU_OP_TEXT[op]} operator prohibited")
+    check_reg_sane_offset(env, res, ptr.type)
+    reg_bounds_sync(res)
     return res
 
 
-# Conditional jumps ------------------------------------------------------------------------
-
-
-def _cmp(op: int, a: int, b: int, bits: int) -> bool:
-    sa, sb = signed_value(a, bits), signed_value(b, bits)
-    table: dict[int, bool] = {
-        BPF_JEQ: a == b, BPF_JNE: a != b, BPF_JGT: a > b, BPF_JGE: a >= b, BPF_JLT: a < b,
-        BPF_JLE: a <= b, BPF_JSET: bool(a & b), BPF_JSGT: sa > sb, BPF_JSGE: sa >= sb,
-        BPF_JSLT: sa < sb, BPF_JSLE: sa <= sb,
-    }
-    return table[op]
-
-
-Refine = Callable[[VerifierState, bool], None]
-
-
-def _no_refine(state: VerifierState, taken: bool) -> None:
-    return None
-
-
-def check_cond_jmp_op(env: Env, state: VerifierState, insn: Insn) -> tuple[bool, bool, Refine]:
-    """Returns (taken possible, fall-through possible, refine(state, taken))."""
-    op = insn.op
-    if op not in (BPF_JEQ, BPF_JNE, BPF_JGT, BPF_JGE, BPF_JLT, BPF_JLE, BPF_JSET,
-                  BPF_JSGT, BPF_JSGE, BPF_JSLT, BPF_JSLE):
-        env.reject(f"invalid BPF_JMP/JMP32 opcode {op:x}")
-    is32 = insn.cls == BPF_JMP32
-    bits = 32 if is32 else 64
-    dst = check_reg_read(env, state, insn.dst)
-    if insn.uses_reg_src:
-        src = check_reg_read(env, state, insn.src)
+def _add_variable(env: Env, res: RegState, ptr: RegState, off: RegState) -> None:
+    if _add_overflows(ptr.smin_value, off.smin_value) or _add_overflows(ptr.smax_value, off.smax_value):
+        res.smin_value, res.smax_value = S64_MIN, S64_MAX
     else:
-        src = scalar(insn.imm & U32_MASK if is32 else insn.imm)
-    if dst.type == SCALAR_VALUE and src.type == SCALAR_VALUE:
-        if dst.value is not None and src.value is not None:
-            taken = _cmp(op, dst.value & ((1 << bits) - 1), src.value & ((1 << bits) - 1), bits)
-            return taken, not taken, _no_refine
-        return True, True, _scalar_refine(insn, dst, src, is32)
-    # A pointer compared with NULL.
-    ptr, other = (dst, src) if dst.is_pointer else (src, dst)
-    if not is32 and op in (BPF_JEQ, BPF_JNE) and other.is_known_zero:
-        if not ptr.maybe_null:
-            return op == BPF_JNE, op == BPF_JEQ, _no_refine  # a valid pointer is never NULL
-        reg_id = ptr.id
-
-        def refine(st: VerifierState, taken: bool) -> None:
-            is_null = taken if op == BPF_JEQ else not taken
-            mark_ptr_or_null_regs(st, reg_id, is_null)
-
-        return True, True, refine
-    return True, True, _no_refine  # pointer comparisons: allowed when privileged, no refinement
-
-
-def _scalar_refine(insn: Insn, dst: RegState, src: RegState, is32: bool) -> Refine:
-    """`if rX == K`: rX is K on the equal side (64-bit compares only)."""
-    if is32 or insn.op not in (BPF_JEQ, BPF_JNE):
-        return _no_refine
-    if dst.value is None and src.value is not None:
-        regno, value = insn.dst, src.value
-    elif src.value is None and dst.value is not None and insn.uses_reg_src:
-        regno, value = insn.src, dst.value
+        res.smin_value, res.smax_value = ptr.smin_value + off.smin_value, ptr.smax_value + off.smax_value
+    if ptr.umin_value + off.umin_value > U64_MASK or ptr.umax_value + off.umax_value > U64_MASK:
+        res.umin_value, res.umax_value = 0, U64_MASK
     else:
-        return _no_refine
+        res.umin_value, res.umax_value = ptr.umin_value + off.umin_value, ptr.umax_value + off.umax_value
+    res.var_off = tnum_add(ptr.var_off, off.var_off)
+    if base_type(ptr.type) in (PTR_TO_PACKET, PTR_TO_PACKET_META):
+        res.id, res.range = env.new_id(), 0  # a new base: no range checked yet
 
-    def refine(st: VerifierState, taken: bool) -> None:
-        if taken == (insn.op == BPF_JEQ):
-            st.cur.regs[regno] = scalar(value & U64_MASK)
 
-    return refine
+def _sub_variable(env: Env, res: RegState, ptr: RegState, off: RegState) -> None:
+    if _add_overflows(ptr.smin_value, -off.smax_value) or _add_overflows(ptr.smax_value, -off.smin_value):
+        res.smin_value, res.smax_value = S64_MIN, S64_MAX
+    else:
+        res.smin_value, res.smax_value = ptr.smin_value - off.smax_value, ptr.smax_value - off.smin_value
+    if ptr.umin_value < off.umax_value:
+        res.umin_value, res.umax_value = 0, U64_MASK
+    else:
+        res.umin_value, res.umax_value = ptr.umin_value - off.umax_value, ptr.umax_value - off.umin_value
+    res.var_off = tnum_sub(ptr.var_off, off.var_off)
+    if base_type(ptr.type) in (PTR_TO_PACKET, PTR_TO_PACKET_META):
+        res.id = env.new_id()
+        if off.smin_value < 0:
+            res.range = 0
+

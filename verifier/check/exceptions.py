@@ -249,7 +249,11 @@ def slot_reg(env: Env, slot: StackSlot, frameno: int, off: int) -> RegState:
     stype = slot.slot_type[BPF_REG_SIZE - 1]
     if stype == STACK_SPILL:
         # v1 skips every scalar spill. deviation: a known zero is NULL, any other scalar is
-        # a NOT_INIT poison entry that no pointer can merge with (gen_reg_entry).
+        # a NOT_INIT poison entry that no pointer can merge with (gen_reg_entry). A spill
+        # narrower than 8 bytes is NULL only if the other bytes are known zeroes.
+        rest = [t for t in slot.slot_type if t != STACK_SPILL]
+        if rest and not (slot.spilled_ptr.is_known_zero and all(t == STACK_ZERO for t in rest)):
+            return not_init()
         return slot.spilled_ptr
     if stype == STACK_ZERO:
         # deviation: a proper NULL if all 8 bytes are zero, poison otherwise.

@@ -6,14 +6,15 @@ patch-02 exception branch of a throw-reachable global subprog call)."""
 
 from __future__ import annotations
 
-from verifier.check.alu import check_alu_op, check_cond_jmp_op
+from verifier.check.alu import check_alu_op
 from verifier.check.calls import check_func_call, check_helper_call, check_kfunc_call, process_exit
 from verifier.check.cfg import is_throw
 from verifier.check.env import BPF_COMPLEXITY_LIMIT_INSNS, Env
 from verifier.check.exceptions import throw_exit
+from verifier.check.jmp import check_cond_jmp_op
 from verifier.check.liveness import clean_verifier_state
 from verifier.check.mem import check_ld_imm64, check_mem_insn
-from verifier.check.precision import mark_regs_precise, propagate_precision
+from verifier.check.precision import propagate_precision
 from verifier.check.prune import states_equal
 from verifier.check.state import Checkpoint, VerifierState
 from verifier.check.vlog import frame_state_text
@@ -29,7 +30,6 @@ from verifier.isa.insn import (
     BPF_STX,
     Insn,
 )
-from verifier.regtypes import SCALAR_VALUE
 
 BPF_COMPLEXITY_LIMIT_JMP_SEQ = 8192
 
@@ -71,7 +71,9 @@ class DoCheck:
         for cp in list(lst):
             if cp.branches > 0:
                 if states_equal(cp.state, state, exact=True):
-                    env.reject(f"infinite loop detected at insn {idx}")
+                    env.reject(f"infinite loop detected at insn {idx}", extra=(
+                        "cur state:" + frame_state_text(state, state.cur),
+                        "old state:" + frame_state_text(cp.state, cp.state.frames[state.curframe])))
             else:
                 if not cp.cleaned:  # `clean_live_states`: once every path from it is done
                     clean_verifier_state(cp.state, env.live_regs, idx)
@@ -146,11 +148,11 @@ class DoCheck:
         cls = insn.cls
         if cls in (BPF_ALU, BPF_ALU64):
             check_alu_op(env, state, insn)
-            self.log_state(state, idx, regs=[insn.dst])
+            self.log_state(state, idx, regs=_scratched(insn))
             return idx + 1
         if cls in (BPF_LDX, BPF_ST, BPF_STX):
-            reg, slot = check_mem_insn(env, state, insn)
-            self.log_state(state, idx, regs=[reg] if reg is not None else [], slot=slot)
+            _, slot = check_mem_insn(env, state, insn)
+            self.log_state(state, idx, regs=_scratched(insn), slot=slot)
             return idx + 1
         if cls == BPF_LD:
             if not insn.is_ld_imm64():
@@ -169,16 +171,13 @@ class DoCheck:
         if insn.op == BPF_JA:
             return idx + insn.jump_offset() + 1
         taken, fall, refine = check_cond_jmp_op(env, state, insn)
-        if taken != fall:  # decided by the operands' values: they are relied on
-            used = [insn.dst, insn.src] if insn.uses_reg_src else [insn.dst]
-            mark_regs_precise(env, state, [r for r in used if state.cur.regs[r].type == SCALAR_VALUE])
         target = idx + insn.off + 1
         if taken and fall:
             other = state.copy()
             refine(other, True)
             refine(state, False)
             self.push_stack(other, target, idx)
-        self.log_state(state, idx, regs=[insn.dst] + ([insn.src] if insn.uses_reg_src else []), written=False)
+        self.log_state(state, idx, regs=_scratched(insn))
         return target if taken and not fall else idx + 1
 
     def do_call(self, state: VerifierState, insn: Insn, idx: int) -> int | None:
@@ -210,7 +209,7 @@ class DoCheck:
         return nxt
 
     def log_state(self, state: VerifierState, idx: int, regs: list[int] | None,
-                  slot: tuple[int, int] | None = None, written: bool = True) -> None:
+                  slot: tuple[int, int] | None = None) -> None:
         log = self.env.log
         if log.level < 2:
             return
@@ -221,6 +220,12 @@ class DoCheck:
         if regs is None:  # entered a callee: its whole state
             log.insn_state(idx, frame_state_text(state, frame))
             return
-        text = frame_state_text(state, frame, regs=regs, slots=slots,
-                                written=frozenset(regs) if written else frozenset())
-        log.insn_state(idx, text)
+        log.insn_state(idx, frame_state_text(state, frame, regs=regs, slots=slots))
+
+
+def _scratched(insn: Insn) -> list[int]:
+    """The registers an insn reads or writes, which Linux 6.18 prints after it."""
+    regs = {insn.dst}
+    if insn.cls in (BPF_LDX, BPF_STX) or (insn.uses_reg_src and insn.cls not in (BPF_ST, BPF_LD)):
+        regs.add(insn.src)
+    return sorted(regs)

@@ -7,13 +7,14 @@ zero there is a NULL entry, anything else poison). Pruning (verifier.check.prune
 precise scalars by range and lets an imprecise one cover any scalar.
 
 When a value is relied on, the instructions of the current path are walked backwards
-(`VerifierState.hist`, one record per processed insn: its index, its frame and, for a spill
-or fill, the stack slot), and each register or slot the value came from is marked precise
-in every checkpoint of the path, as `backtrack_insn` does: a move passes the need to its
-source, an ALU op adds its source, a fill passes it to the slot, a spill to the stored
-register, a call boundary moves R1-R5 (entry) or R0 (exit) between frames. Where the walk
-meets something it does not follow, every scalar of every checkpoint of the path becomes
-precise (the kernel's `mark_all_scalars_precise` fallback): always sound, only weaker."""
+(`VerifierState.hist`, one record per processed insn: its index, its frame and, for a
+spill or fill, the stack slot, for a jump the scalars linked to its operands), and each
+register or slot the value came from is marked precise in every checkpoint of the path,
+as `backtrack_insn` does: a move passes the need to its source, an ALU op adds its
+source, a fill passes it to the slot, a spill to the stored register, a call boundary
+moves R1-R5 (entry) or R0 (exit) between frames. Where the walk meets something it does
+not follow, every scalar of every checkpoint of the path becomes precise (the kernel's
+`mark_all_scalars_precise` fallback): always sound, only weaker."""
 
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ class Backtrack:
 
 def backtrack_insn(env: Env, rec: HistRecord, bt: Backtrack) -> None:
     """Turn the needs after insn `rec` into the needs before it (frame `rec[1]`)."""
-    idx, fr, stack = rec
+    idx, fr, extra = rec
+    stack = extra if extra and not isinstance(extra[0], tuple) else None
     insn = env.insns[idx]
     regs = bt.regs[fr]
     cls = insn.cls
@@ -99,6 +101,10 @@ def backtrack_insn(env: Env, rec: HistRecord, bt: Backtrack) -> None:
     if insn.uses_reg_src and (insn.dst in regs or insn.src in regs):
         regs.add(insn.dst)
         regs.add(insn.src)
+    if extra:  # scalars linked at this jump share their refinement: all or none precise
+        if any(n in (bt.regs if kind == 0 else bt.slots)[fr2] for fr2, kind, n in extra):
+            for fr2, kind, n in extra:
+                (bt.regs if kind == 0 else bt.slots)[fr2].add(n)
 
 
 def _cross_frames(bt: Backtrack, earlier: int, later: int) -> None:

@@ -33,11 +33,8 @@ RETURN_RANGES: dict[str, tuple[int, int]] = {"fentry": (0, 0), "fexit": (0, 0)}
 
 
 def scalar_bounds(reg: RegState) -> tuple[int, int]:
-    """(smin, smax) of a scalar in this model: a known constant or fully unknown."""
-    if reg.value is None:
-        return S64_MIN, S64_MAX
-    v = reg.value - (1 << 64) if reg.value >> 63 else reg.value
-    return v, v
+    """(smin, smax) of a scalar."""
+    return reg.smin_value, reg.smax_value
 
 
 def invalid_scalar_text(reg: RegState, rng: tuple[int, int], ctx: str, name: str) -> str:
@@ -65,11 +62,11 @@ def check_return_code(env: Env, state: VerifierState, regno: int) -> None:
                 f"({reg_type_str(reg.type)})"
             )
         return
-    if reg.type != SCALAR_VALUE:
-        env.reject(f"{PROGRAM_EXIT} the register R{regno} is not a known value ({reg_type_str(reg.type)})")
     rng = RETURN_RANGES.get(env.prog.prog_type)
     if rng is None:
-        return
+        return  # no range: any value, a pointer too (a privileged program may leak addresses)
+    if reg.type != SCALAR_VALUE:
+        env.reject(f"{PROGRAM_EXIT} the register R{regno} is not a known value ({reg_type_str(reg.type)})")
     mark_regs_precise(env, state, [regno])
     smin, smax = scalar_bounds(reg)
     if not rng[0] <= smin <= smax <= rng[1]:

@@ -2,8 +2,8 @@
 `RefState` (an acquired reference) and `VerifierState` (all frames of one path), plus the
 copy and comparison helpers used by branch exploration and state pruning (`states_equal`).
 
-Model (a deliberately small subset of the kernel's `bpf_reg_state`): a scalar is either a
-known u64 constant or unknown; pointers carry a constant offset. Stack slots keep the
+Model (a subset of the kernel's `bpf_reg_state`): scalars carry the kernel's tnum and
+bounds; pointers a constant offset plus a variable one (the same fields). Stack slots keep the
 kernel's per-byte `slot_type[8]` with the kernel's byte order: the byte at fp-relative
 address `a` is `stack[spi].slot_type[(-a - 1) % 8]` with `spi = (-a - 1) // 8`, so
 `slot_type[7]` is the lowest-address byte of the slot."""
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from verifier.check.scalar_bounds import mark_reg_known, mark_reg_unknown
+from verifier.check.tnum import Tnum
 from verifier.isa.insn import BPF_REG_10, MAX_BPF_REG
 from verifier.program import SpillType
 from verifier.regtypes import (
@@ -32,25 +34,49 @@ STACK_INVALID = int(SpillType.STACK_INVALID)
 STACK_SPILL = int(SpillType.STACK_SPILL)
 STACK_MISC = int(SpillType.STACK_MISC)
 STACK_ZERO = int(SpillType.STACK_ZERO)
+TNUM_ZERO = Tnum(0, 0)
+BPF_ADD_CONST = 1 << 31  # the kernel's flag on a scalar id: "linked, plus `off`"
 
 
 @dataclass(slots=True)
 class RegState:
-    """One register (or a spilled register): `type` is a regtypes value with flags."""
+    """`struct bpf_reg_state`: `type` is a regtypes value with flags. A scalar's value is
+    `var_off` (tnum) and the eight bounds (verifier.check.scalar_bounds); for a pointer they
+    are its variable offset, added to the constant `off`."""
 
     type: int = NOT_INIT
-    value: int | None = None  # SCALAR_VALUE: known u64 constant, None = unknown
-    off: int = 0  # pointers: constant byte offset (fp-relative for PTR_TO_STACK)
-    id: int = 0  # NULL-tracking id shared by copies of a maybe-NULL pointer
+    off: int = 0  # pointers: constant byte offset (fp-relative for PTR_TO_STACK); linked
+    # scalars (id | BPF_ADD_CONST): the delta to the register they are linked to
+    id: int = 0  # NULL-tracking id of maybe-NULL pointers; link id of equal scalars; the
+    # packet pointer family a range check applies to
     ref_obj_id: int = 0  # acquired reference this pointer holds (0 = none)
     btf_id: int = 0  # PTR_TO_BTF_ID: local struct type id
     btf_name: str = ""  # PTR_TO_BTF_ID: struct name
     frameno: int = 0  # PTR_TO_STACK: frame whose stack this points into
     precise: bool = False  # SCALAR_VALUE: some continuation relies on the value (precision)
+    range: int = 0  # PTR_TO_PACKET: bytes from off known to be inside the packet
+    var_off: Tnum = TNUM_ZERO
+    smin_value: int = 0
+    smax_value: int = 0
+    umin_value: int = 0
+    umax_value: int = 0
+    s32_min_value: int = 0
+    s32_max_value: int = 0
+    u32_min_value: int = 0
+    u32_max_value: int = 0
 
     def copy(self) -> RegState:
-        return RegState(self.type, self.value, self.off, self.id, self.ref_obj_id,
-                        self.btf_id, self.btf_name, self.frameno, self.precise)
+        return RegState(self.type, self.off, self.id, self.ref_obj_id, self.btf_id, self.btf_name,
+                        self.frameno, self.precise, self.range, self.var_off, self.smin_value,
+                        self.smax_value, self.umin_value, self.umax_value, self.s32_min_value,
+                        self.s32_max_value, self.u32_min_value, self.u32_max_value)
+
+    @property
+    def value(self) -> int | None:
+        """A scalar's value as a u64 when it is a known constant, else None."""
+        if self.type == SCALAR_VALUE and not self.var_off.mask:
+            return self.var_off.value
+        return None
 
     @property
     def is_scalar(self) -> bool:
@@ -58,11 +84,11 @@ class RegState:
 
     @property
     def is_const(self) -> bool:
-        return self.type == SCALAR_VALUE and self.value is not None
+        return self.type == SCALAR_VALUE and not self.var_off.mask
 
     @property
     def is_known_zero(self) -> bool:
-        return self.type == SCALAR_VALUE and self.value == 0
+        return self.type == SCALAR_VALUE and self.var_off == TNUM_ZERO
 
     @property
     def is_pointer(self) -> bool:
@@ -82,7 +108,24 @@ def not_init() -> RegState:
 
 
 def scalar(value: int | None = None) -> RegState:
-    return RegState(SCALAR_VALUE, None if value is None else value & U64_MASK)
+    """A known u64 constant, or (None) an unknown scalar."""
+    reg = RegState(SCALAR_VALUE)
+    if value is None:
+        mark_reg_unknown(reg)
+    else:
+        mark_reg_known(reg, value & U64_MASK)
+    return reg
+
+
+def set_scalar(reg: RegState, value: int | None = None) -> None:
+    """Turn `reg` in place into a fresh scalar (what `__mark_reg_unknown` /
+    `__mark_reg_known` do to a register): no id, no pointer fields, not precise."""
+    reg.type, reg.off, reg.id, reg.ref_obj_id, reg.btf_id, reg.btf_name = SCALAR_VALUE, 0, 0, 0, 0, ""
+    reg.frameno, reg.precise, reg.range = 0, False, 0
+    if value is None:
+        mark_reg_unknown(reg)
+    else:
+        mark_reg_known(reg, value & U64_MASK)
 
 
 def ctx_ptr() -> RegState:
@@ -158,8 +201,9 @@ def new_frame(frameno: int, subprogno: int, callsite: int) -> FuncState:
 
 
 # One processed insn of a path, for precision backtracking: (insn index, frame number,
-# (frameno, spi) of the stack slot a spill or fill used, or None).
-HistRecord = tuple[int, int, "tuple[int, int] | None"]
+# extra): extra is (frameno, spi) of the stack slot a spill or fill used, or for a jump the
+# (frameno, 0 reg | 1 slot, number) of the scalars linked to its operands, or None.
+HistRecord = tuple[int, int, "tuple | None"]
 
 
 @dataclass(slots=True)
@@ -223,8 +267,7 @@ class Checkpoint:
 
 def mark_reg_invalid(reg: RegState) -> None:
     """`mark_reg_invalid` for a privileged program: the register becomes an unknown scalar."""
-    reg.type, reg.value, reg.off, reg.id, reg.ref_obj_id = SCALAR_VALUE, None, 0, 0, 0
-    reg.btf_id, reg.btf_name, reg.frameno, reg.precise = 0, "", 0, False
+    set_scalar(reg)
 
 
 def release_reference(state: VerifierState, ref_obj_id: int) -> bool:
@@ -251,10 +294,10 @@ def mark_ptr_or_null_regs(state: VerifierState, reg_id: int, is_null: bool) -> N
         if is_null:
             if reg.ref_obj_id == reg_id:
                 ref_to_release = reg_id
-            reg.type, reg.value, reg.off, reg.id, reg.ref_obj_id = SCALAR_VALUE, 0, 0, 0, 0
-            reg.btf_id, reg.btf_name, reg.frameno, reg.precise = 0, "", 0, False
+            set_scalar(reg, 0)
         else:
             reg.type &= ~PTR_MAYBE_NULL
+            reg.id = 0  # no longer needed: NULL is ruled out (and pruning can match more)
     if ref_to_release:
         ref = state.find_ref(ref_to_release)
         if ref is not None:

@@ -15,7 +15,9 @@ from collections.abc import Iterable, Sequence
 
 from verifier.asm.disasm import kernel_insn_text
 from verifier.check.linfo import LinfoPrinter
+from verifier.check.scalar_fmt import scalar_ranges_text, scalar_text
 from verifier.check.state import (
+    BPF_ADD_CONST,
     BPF_REG_SIZE,
     STACK_INVALID,
     STACK_MISC,
@@ -25,11 +27,15 @@ from verifier.check.state import (
     RegState,
     VerifierState,
 )
+from verifier.check.tnum import tnum_is_const, tnum_is_unknown, tnum_str
 from verifier.isa.insn import Insn
 from verifier.program import LineInfo
 from verifier.regtypes import (
     NOT_INIT,
     PTR_TO_BTF_ID,
+    PTR_TO_PACKET,
+    PTR_TO_PACKET_END,
+    PTR_TO_PACKET_META,
     PTR_TO_STACK,
     SCALAR_VALUE,
     base_type,
@@ -47,14 +53,20 @@ def snum(value: int) -> str:
     return f"{s & ((1 << 64) - 1):#x}"
 
 
-def reg_text(reg: RegState) -> str:
-    """The value part of one register as `print_reg_state` prints it."""
+def reg_text(reg: RegState, frameno: int | None = None) -> str:
+    """The value part of one register as `print_reg_state` prints it (`frameno`: the frame
+    whose state is printed, for a pointer into another frame's stack)."""
     if reg.type == SCALAR_VALUE:
-        return snum(reg.value) if reg.value is not None else "scalar()"
+        link = reg.id & ~BPF_ADD_CONST
+        add = reg.off if reg.id & BPF_ADD_CONST else None
+        return scalar_text(reg, precise=reg.precise, id=link, add_const=add)
     base = base_type(reg.type)
-    if base == PTR_TO_STACK:
-        return f"fp{reg.off}"
     name = reg_type_str(reg.type)
+    if base == PTR_TO_STACK:
+        if frameno is not None and frameno != reg.frameno:
+            name += f"[{reg.frameno}]"
+        if tnum_is_const(reg.var_off):
+            return name + snum(reg.var_off.value + reg.off)
     if base == PTR_TO_BTF_ID:
         name += reg.btf_name
     fields = []
@@ -63,7 +75,16 @@ def reg_text(reg: RegState) -> str:
     if reg.ref_obj_id:
         fields.append(f"ref_obj_id={reg.ref_obj_id}")
     if reg.off:
-        fields.append(f"off={reg.off}")
+        fields.append(f"off={snum(reg.off)}")
+    if base in (PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_PACKET_END):
+        fields.append(f"r={reg.range & ((1 << 64) - 1) if reg.range < 0 else reg.range}")
+    if tnum_is_const(reg.var_off):
+        if reg.var_off.value:
+            fields.append(f"imm={snum(reg.var_off.value)}")
+    else:
+        fields.extend(scalar_ranges_text(reg))
+        if not tnum_is_unknown(reg.var_off):
+            fields.append(f"var_off={tnum_str(reg.var_off)}")
     return f"{name}({','.join(fields)})"
 
 
@@ -72,10 +93,9 @@ def frame_state_text(
     frame: FuncState,
     regs: Iterable[int] | None = None,
     slots: Iterable[int] | None = None,
-    written: frozenset[int] = frozenset(),
 ) -> str:
     """`print_verifier_state` for one frame: all of it (regs/slots None) or only the given
-    registers and stack slot indexes; registers in `written` get the `_w` mark."""
+    registers and stack slot indexes (the ones the insn scratched, as Linux 6.18 prints)."""
     out: list[str] = []
     if frame.frameno:
         out.append(f" frame{frame.frameno}:")
@@ -83,21 +103,22 @@ def frame_state_text(
         reg = frame.regs[regno]
         if reg.type == NOT_INIT:
             continue
-        mark = "_w" if regno in written else ""
-        out.append(f" R{regno}{mark}={reg_text(reg)}")
+        out.append(f" R{regno}={reg_text(reg, frame.frameno)}")
     for spi in slots if slots is not None else range(len(frame.stack)):
         if spi >= len(frame.stack):
             continue
         slot = frame.stack[spi]
         off = -(spi + 1) * BPF_REG_SIZE
-        mark = "_w" if slots is not None else ""
         if slot.is_spill:
-            out.append(f" fp{off}{mark}={reg_text(slot.spilled_ptr)}")
+            text = reg_text(slot.spilled_ptr, frame.frameno)
+            if slot.slot_type[0] != STACK_SPILL:  # a narrower spill: the other bytes first
+                text = "".join(SLOT_TYPE_CHAR.get(t, "?") for t in slot.slot_type if t != STACK_SPILL) + text
+            out.append(f" fp{off}={text}")
             continue
         chars = "".join(SLOT_TYPE_CHAR.get(t, "?") for t in slot.slot_type)
         if chars != "?" * BPF_REG_SIZE:
-            out.append(f" fp{off}{mark}={chars}")
-    if regs is None and state.refs:
+            out.append(f" fp{off}={chars}")
+    if state.refs:
         out.append(" refs=" + ",".join(str(r.id) for r in state.refs))
     return "".join(out)
 
