@@ -32,6 +32,14 @@ def stub_address(slot: int) -> int:
     return STUB_BASE + slot * STUB_STRIDE
 
 
+HELPER_STUB_SLOT = 64  # stub slots below are kfuncs (table order), from here helpers by id
+
+
+def helper_stub_address(func_id: int) -> int:
+    """Address of helper `func_id`'s call stub."""
+    return stub_address(HELPER_STUB_SLOT + func_id)
+
+
 def image_address(previous_end: int) -> int:
     """Next page-aligned load address leaving one unmapped guard page after `previous_end`."""
     return ((previous_end + PAGE - 1) // PAGE + 1) * PAGE

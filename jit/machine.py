@@ -1,4 +1,5 @@
-"""The Unicorn machine a `JitProgram` runs on: memory map, kfunc stubs, entry/exit, faults.
+"""The Unicorn machine a `JitProgram` runs on: memory map, kfunc and helper stubs, entry/exit,
+faults.
 
 Layout (all from jit.layout): the host entry stub page, the kfunc stub region (a lone `ret`
 at every `stub_address(slot)`, int3 everywhere else), every image at its load address on
@@ -38,6 +39,7 @@ from jit.layout import (
     CTX_SIZE,
     HEAP_BASE,
     HEAP_SIZE,
+    HELPER_STUB_SLOT,
     HOST_STUB_BASE,
     HOST_STUB_SIZE,
     PAGE,
@@ -50,6 +52,7 @@ from jit.layout import (
     stub_address,
 )
 from verifier.errors import BpfUnwindError
+from verifier.protos.helpers import HELPERS_BY_ID
 from verifier.protos.kfuncs import KFUNCS
 
 REG_IDS: dict[str, int] = {
@@ -281,6 +284,9 @@ class Machine:
             return f"subprog '{img.name}' at insn {insn}"
         if STUB_BASE <= rip < STUB_BASE + STUB_REGION_SIZE:
             slot = (rip - STUB_BASE) // STUB_STRIDE
+            if slot >= HELPER_STUB_SLOT:
+                helper = HELPERS_BY_ID.get(slot - HELPER_STUB_SLOT)
+                return f"helper stub '{helper.func_name if helper else slot - HELPER_STUB_SLOT}'"
             name = KFUNCS[slot].name if slot < len(KFUNCS) else f"slot {slot}"
             return f"kfunc stub '{name}'"
         if HOST_STUB_BASE <= rip < HOST_STUB_BASE + HOST_STUB_SIZE:

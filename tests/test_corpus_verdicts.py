@@ -34,7 +34,6 @@ CASES = [(obj, name) for obj, progs in EXPECTED.items() if not obj.startswith("_
 MAP = "ld_imm64 of a map with src_reg 1 is not supported by bpf-unwind"
 GLOBAL_VAR = "ld_imm64 of a global variable (map value) with src_reg 2 is not supported by bpf-unwind"
 CALLBACK = "callbacks (ld_imm64 of a function) are not supported by bpf-unwind"
-KTIME = "helper call #5 is not supported by bpf-unwind yet"  # #5 is bpf_ktime_get_ns
 ITER_NEW = "kfunc bpf_iter_num_new#10006 is not supported by bpf-unwind yet"
 RCU_LOCK = "kfunc bpf_rcu_read_lock#10009 is not supported by bpf-unwind yet"
 
@@ -42,10 +41,6 @@ RCU_LOCK = "kfunc bpf_rcu_read_lock#10009 is not supported by bpf-unwind yet"
 NOT_MODELLED: dict[str, tuple[str, str]] = {
     # exceptions.o
     "exception_tail_call": (MAP, "prog array map jmp_table and bpf_tail_call"),
-    "exception_assert_range": (KTIME, "helper bpf_ktime_get_ns; scalar ranges for bpf_assert_range"),
-    "exception_assert_range_with": (KTIME, "helper bpf_ktime_get_ns; scalar ranges"),
-    "exception_bad_assert_range": (KTIME, "helper bpf_ktime_get_ns; scalar ranges"),
-    "exception_bad_assert_range_with": (KTIME, "helper bpf_ktime_get_ns; scalar ranges"),
     # exceptions_fail.o
     "reject_async_callback_throw": (MAP, "array map with bpf_timer, timer helpers, async callbacks"),
     "reject_with_lock": (GLOBAL_VAR, "global bpf_spin_lock (.data.A), spin lock helpers"),
@@ -85,7 +80,7 @@ NOT_MODELLED: dict[str, tuple[str, str]] = {
     # exceptions_cleanup_fail.o
     "reject_slot_with_distinct_ptr": (MAP, "ringbuf map and reserve helper"),
     "reject_slot_with_distinct_ptr_old": (MAP, "ringbuf map and reserve helper"),
-    "reject_slot_with_misc_vs_ptr": (KTIME, "helper bpf_ktime_get_ns; ringbuf map"),
+    "reject_slot_with_misc_vs_ptr": (MAP, "ringbuf map and bpf_ringbuf_reserve"),
     "reject_slot_with_misc_vs_ptr_old": (MAP, "ringbuf map and reserve helper; bpf_ktime_get_ns"),
     "reject_slot_with_invalid_vs_ptr": (MAP, "ringbuf map and reserve helper"),
     "reject_slot_with_invalid_vs_ptr_old": (MAP, "ringbuf map and reserve helper"),

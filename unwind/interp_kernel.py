@@ -16,7 +16,8 @@ It is unwind.jit_kernel + unwind.unwinder for the other engine, recording into t
   to the exception callback on main's frame with R1 = cookie (`jit.interp.engine.Transfer`).
   An `UnwoundFrame` of this engine counts in insns: ip = the return pc (call pc + 1),
   ret_offset = ip - subprog start, sp = bp = the frame's R10.
-- every other kfunc of verifier.protos.kfuncs.KFUNCS is a named "not modelled" `KernelError`.
+- every other kfunc of verifier.protos.kfuncs.KFUNCS is a named "not modelled" `KernelError`;
+- the scalar helpers of verifier.protos.helpers: unwind.kernel.run_state, as on the JIT.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from unwind.kernel.run_state import KernelError, RunState
 from unwind.result import RunResult, UnwoundFrame
 from unwind.runner import default_ctx
 from verifier.program import VerifiedProgram
+from verifier.protos.helpers import HELPERS
 from verifier.protos.kfuncs import KFUNCS
 
 __all__ = ["InterpKernel", "run_interp"]
@@ -64,6 +66,15 @@ class InterpKernel(RunState):
             p.btf_id: self.counted(p.name, impls.get(p.name) or self.unimplemented(p.name, self._site))
             for p in KFUNCS
         }
+
+    def helper_stubs(self) -> dict[int, StubFn]:
+        """helper id -> stub, for every helper the verifier models."""
+        return {
+            p.func_id: self.counted(p.func_name, self._helper(p.name), self.helper_calls) for p in HELPERS
+        }
+
+    def _helper(self, name: str) -> StubFn:
+        return lambda it: self.helper(name)
 
     def _site(self, it: Interp) -> str:
         return f"subprog '{self.vp.subprogs[it.sub_of[it.pc]].name}' insn {it.pc}"
@@ -146,7 +157,8 @@ def run_interp(
     if len(data) > CTX_SIZE:
         raise KernelError(f"prog '{vp.name}': ctx of {len(data)} bytes exceeds {CTX_SIZE}")
     kernel = InterpKernel(vp)
-    interp = Interp(vp, helpers=helpers, kfuncs=kernel.stubs(), budget=budget)
+    interp = Interp(vp, helpers={**kernel.helper_stubs(), **(helpers or {})}, kfuncs=kernel.stubs(),
+                    budget=budget)  # fmt: skip
     if track_stack:  # counters["uninit_stack_read"] says whether it read stack it never wrote
         interp.mem = StackTrackingMemory()
     interp.mem.write(CTX_BASE, data)

@@ -1,4 +1,5 @@
-"""The kernel model behind the kfunc stubs: bpf_obj_new_impl, bpf_obj_drop_impl, bpf_throw.
+"""The kernel model behind the kfunc stubs (bpf_obj_new_impl, bpf_obj_drop_impl, bpf_throw)
+and the helper stubs (the scalar helpers of verifier.protos.helpers, unwind.kernel.run_state).
 
 Slot i of the stub region (jit.layout.stub_address(i)) is verifier.protos.kfuncs.KFUNCS[i]; the
 JIT is compiled against `kfunc_stub_addrs()` so its `call rel32` land on these stubs. Each
@@ -6,7 +7,9 @@ stub is a lone `ret` with a code hook bound to its address: the handler reads it
 arguments from the BPF argument registers (R1 = rdi, R2 = rsi), sets rax, and the `ret`
 returns to the program. bpf_throw never returns: it unwinds and continues in the
 exception callback (unwind.unwinder), using the program's unwind table
-(unwind.unwind_table), which the kernel model looks up once, when it is created."""
+(unwind.unwind_table), which the kernel model looks up once, when it is created. Helper
+`id`'s stub is at jit.layout.helper_stub_address(id) (`helper_stub_addrs()`, the JIT's
+`helper_addrs`), bound the same way."""
 
 from __future__ import annotations
 
@@ -14,20 +17,27 @@ import time
 from collections.abc import Callable
 
 from jit.image import JitProgram
-from jit.layout import HEAP_BASE, stub_address
+from jit.layout import HEAP_BASE, HELPER_STUB_SLOT, helper_stub_address, stub_address
 from jit.machine import Machine
 from unwind.kernel.ledger import Ledger
 from unwind.kernel.run_state import KernelError, RunState
 from unwind.unwind_table import UnwindTable, table_for
 from unwind.unwinder import bpf_throw
+from verifier.protos.helpers import HELPERS
 from verifier.protos.kfuncs import KFUNCS
 
-__all__ = ["Kernel", "KernelError", "kfunc_stub_addrs"]
+__all__ = ["Kernel", "KernelError", "helper_stub_addrs", "kfunc_stub_addrs"]
+assert len(KFUNCS) <= HELPER_STUB_SLOT, "kfunc stub slots run into the helper slots"
 
 
 def kfunc_stub_addrs() -> dict[int, int]:
     """kfunc BTF id -> stub address; what the JIT must be compiled with."""
     return {proto.btf_id: stub_address(slot) for slot, proto in enumerate(KFUNCS)}
+
+
+def helper_stub_addrs() -> dict[int, int]:
+    """helper id -> stub address, for every modelled helper; the JIT's `helper_addrs`."""
+    return {proto.func_id: helper_stub_address(proto.func_id) for proto in HELPERS}
 
 
 class Kernel(RunState):
@@ -47,6 +57,9 @@ class Kernel(RunState):
         for slot, proto in enumerate(KFUNCS):
             impl = impls.get(proto.name) or self.unimplemented(proto.name, self._site)
             machine.bind_stub(stub_address(slot), self.counted(proto.name, impl))
+        for helper in HELPERS:
+            machine.bind_stub(helper_stub_address(helper.func_id),
+                              self.counted(helper.func_name, self._helper(helper.name), self.helper_calls))
 
     def reset(self, ledger: Ledger) -> int:
         """Next run: also re-zero the heap the previous run used in guest memory."""
@@ -66,6 +79,12 @@ class Kernel(RunState):
             pc = img.insn_at(ret - img.address - 1)
             site = self._sites[ret] = (pc, f"subprog '{img.name}' insn {pc}")
         return site
+
+    def _helper(self, name: str) -> Callable[[Machine], None]:
+        def stub(m: Machine) -> None:
+            m.set_reg("rax", self.helper(name))
+
+        return stub
 
     def _site(self, m: Machine) -> str:
         return self._call_site(m)[1]

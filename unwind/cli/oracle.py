@@ -9,7 +9,9 @@ the same packet. The outcome is one of
 - `agree`: same verdict and, when accepted, same xlated code, images and return values;
 - `series`: the kernel refuses what the series accepts on purpose: a throw while
   references are held (our descriptors cover them), or a series-only attach target;
-- `unmodelled`: we refuse the program clearly as a feature bpf-unwind does not model yet;
+- `unmodelled`: we refuse the program clearly as a feature bpf-unwind does not model yet, or
+  both accept and return the same values but the kernel's code is ours minus branches and
+  code its scalar ranges proved dead (range tracking is not modelled yet);
 - `no-oracle`: the live kernel here refuses even a trivial program of this type (e.g. every
   fentry program gets EPERM on these VMs), so there is nothing to compare;
 - `DISAGREE`: anything else, with both sides shown."""
@@ -27,7 +29,7 @@ from unwind.live.bpf_sys import LiveKernelError, prog_test_run
 from unwind.live.load import KernelProgram, kernel_load, trivial_load_refused
 from unwind.live.rejit import compare_images, rejit
 from unwind.live.vmlinux import probe
-from unwind.live.xlated import compare_xlated
+from unwind.live.xlated import compare_xlated, kernel_dropped_dead_code
 from unwind.runner import default_packet, skb_ctx
 from verifier.errors import BpfUnwindError, VerifierError
 from verifier.load.model import LoadedObject
@@ -39,6 +41,8 @@ SERIES_LEAK = "bpf_throw would lead to reference leak"
 SERIES_UNRELEASED = re.compile(r"Unreleased reference id=\d+ alloc_insn=\d+$")
 SERIES_ONLY_TARGETS = ("bpf_cleanup_resource",)  # functions the series adds to the kernel
 SKB_PROG_TYPES = ("tc", "socket_filter", "cgroup_skb")
+RANGES_DEAD_CODE = ("scalar ranges are not modelled: the kernel proved branches one-way and dropped "
+                    "code our verifier explores (same return values)")
 OUTCOMES = ("agree", "series", "unmodelled", "no-oracle", "DISAGREE")
 
 
@@ -84,6 +88,7 @@ def _both_accept(c: Comparison, prog: Program, vp: VerifiedProgram, kp: KernelPr
     c.xlated = "equal" if xd.equal else f"pc {xd.pc}: {xd.detail}"
     if xd.unchecked_ctx:
         c.notes.append(f"{xd.unchecked_ctx} ctx loads of fields without a named sk_buff member")
+    ranges_only = not xd.equal and kernel_dropped_dead_code(vp, kp)
     if not xd.equal:
         problems.append("xlated code differs")
     diffs = compare_images(kp, rejit(kp, vp))
@@ -108,6 +113,9 @@ def _both_accept(c: Comparison, prog: Program, vp: VerifiedProgram, kp: KernelPr
                 problems.append("return values differ")
     else:
         c.notes.append(f"not run: BPF_PROG_TEST_RUN of {prog.prog_type} programs is not compared")
+    if ranges_only and "return values differ" not in problems:
+        c.outcome, c.reason = "unmodelled", RANGES_DEAD_CODE
+        return
     c.outcome, c.reason = ("DISAGREE", "; ".join(problems)) if problems else ("agree", "")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from jit.compile import jit_program
 from jit.image import JitProgram
-from unwind.jit_kernel import kfunc_stub_addrs
+from unwind.jit_kernel import helper_stub_addrs, kfunc_stub_addrs
 from unwind.result import RunResult
 from unwind.runner import ProgramRunner
 from verifier.asm.assembler import assemble
@@ -57,7 +57,7 @@ def verify(prog: Program, log_level: int = 1) -> VerifiedProgram:
 
 
 def jit(vp: VerifiedProgram) -> JitProgram:
-    return jit_program(vp, kfunc_stub_addrs())
+    return jit_program(vp, kfunc_stub_addrs(), helper_addrs=helper_stub_addrs())
 
 
 @dataclass

@@ -5,7 +5,14 @@ make. Both engines allocate from here, so they give objects the same addresses b
 construction; each kernel model adds only how it reads arguments and call sites.
 
 bpf_obj_new_impl's heap is a bump allocator from HEAP_BASE in 8-byte steps; memory is never
-reused within a run (so new objects read as zeroed) and it returns NULL when exhausted."""
+reused within a run (so new objects read as zeroed) and it returns NULL when exhausted.
+
+The scalar helpers of verifier.protos.helpers (`helper`) are deterministic, restarting with
+every run: the ktime helpers read one fake clock that starts at FAKE_CLOCK_START_NS and
+advances FAKE_CLOCK_STEP_NS per read (boot time = monotonic time, TAI = monotonic time +
+a fixed epoch), jiffies64 is that clock at HZ from the kernel's INITIAL_JIFFIES,
+get_prandom_u32 is an xorshift32 stream from a fixed seed, and the CPU and NUMA node are
+always 0."""
 
 from __future__ import annotations
 
@@ -18,7 +25,15 @@ from unwind.kernel.ledger import FREED_BY_DROP, Ledger
 from unwind.result import RunResult, UnwoundFrame
 from verifier.errors import BpfUnwindError
 from verifier.program import StructType
+from verifier.protos.helpers import HELPERS
 from verifier.protos.kfuncs import KFUNCS
+
+FAKE_CLOCK_START_NS = 1_000_000_000
+FAKE_CLOCK_STEP_NS = 1_000
+FAKE_TAI_EPOCH_NS = 1_700_000_000 * 1_000_000_000  # TAI = the fake clock + this
+HZ = 250  # CONFIG_HZ of the VM the live comparisons run on
+INITIAL_JIFFIES = (-300 * HZ) & 0xFFFF_FFFF  # the kernel's jiffies_64 at boot
+PRANDOM_SEED = 0x2545_F491
 
 _Arg = TypeVar("_Arg")
 _Ret = TypeVar("_Ret")
@@ -35,6 +50,7 @@ class RunState:
         self.prog = prog
         self._struct_names = {st.type_id: st.name for st in structs.values()}
         self.kfunc_calls: dict[str, int] = {proto.name: 0 for proto in KFUNCS}
+        self.helper_calls: dict[str, int] = {proto.func_name: 0 for proto in HELPERS}
         self.heap_next = HEAP_BASE
         RunState.reset(self, ledger)
 
@@ -47,14 +63,19 @@ class RunState:
         self.cookie: int | None = None
         self.frames: list[UnwoundFrame] = []
         self.unwind_us = 0.0
-        for name in self.kfunc_calls:  # in place: the stubs' counters hold this dict
-            self.kfunc_calls[name] = 0
+        self.clock_ns = FAKE_CLOCK_START_NS
+        self.prandom_state = PRANDOM_SEED
+        for calls in (self.kfunc_calls, self.helper_calls):  # in place: the stubs hold them
+            for name in calls:
+                calls[name] = 0
         return used
 
     # -- stubs -----------------------------------------------------------------------------
 
-    def counted(self, name: str, impl: Callable[[_Arg], _Ret]) -> Callable[[_Arg], _Ret]:
-        calls = self.kfunc_calls
+    def counted(self, name: str, impl: Callable[[_Arg], _Ret], calls: dict[str, int] | None = None,
+                ) -> Callable[[_Arg], _Ret]:  # fmt: skip
+        """`impl` counting its calls in `calls` (default: the kfunc counts) under `name`."""
+        calls = self.kfunc_calls if calls is None else calls
 
         def stub(arg: _Arg) -> _Ret:
             calls[name] += 1
@@ -88,6 +109,35 @@ class RunState:
             raise KernelError(f"prog '{self.prog}': bpf_obj_drop_impl(NULL) at {site}")
         self.ledger.free(ptr, FREED_BY_DROP, site)
 
+    # -- the scalar helpers ------------------------------------------------------------------
+
+    def helper(self, name: str) -> int:
+        """The value helper `name` (verifier.protos.helpers, UAPI name) returns."""
+        if name in ("ktime_get_ns", "ktime_get_boot_ns", "ktime_get_coarse_ns"):
+            return self._tick()
+        if name == "ktime_get_tai_ns":
+            return FAKE_TAI_EPOCH_NS + self._tick()
+        if name == "jiffies64":
+            return INITIAL_JIFFIES + self.clock_ns * HZ // 1_000_000_000
+        if name == "get_prandom_u32":
+            return self._prandom_u32()
+        if name in ("get_smp_processor_id", "get_numa_node_id"):
+            return 0
+        raise KernelError(f"prog '{self.prog}': helper '{name}' is not modelled")
+
+    def _tick(self) -> int:
+        now = self.clock_ns
+        self.clock_ns += FAKE_CLOCK_STEP_NS
+        return now
+
+    def _prandom_u32(self) -> int:
+        x = self.prandom_state
+        x ^= (x << 13) & 0xFFFF_FFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFF_FFFF
+        self.prandom_state = x
+        return x
+
     def begin_throw(self, cookie: int) -> None:
         """Record the throw; a second one in the same run is an error."""
         if self.threw:
@@ -105,6 +155,9 @@ class RunState:
         }
         for name, n in self.kfunc_calls.items():
             counters[f"kfunc_calls.{name}"] = n
+        for name, n in self.helper_calls.items():
+            if n:
+                counters[f"helper_calls.{name}"] = n
         return RunResult(
             program=self.prog,
             retval=retval,

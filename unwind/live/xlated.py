@@ -1,9 +1,14 @@
 """Our final instructions against the kernel's xlated ones, after a short list of
 normalisations, each with its reason:
 
-1. calls by name: a kfunc or helper call names its target (ours from the kfunc table, the
-   kernel's from `__bpf_call_base + imm` in kallsyms); a bpf2bpf call names its callee by
-   function index (the kernel's dump keeps the index in `imm`, ours is relative);
+1. calls by name: a kfunc or helper call names its target (ours from the kfunc and helper
+   tables, the kernel's from `__bpf_call_base + imm` in kallsyms); a bpf2bpf call names its
+   callee by function index (the kernel's dump keeps the index in `imm`, ours is relative).
+   Two helpers have no call left in the kernel's code, its x86-64 fixups inline them; each
+   inline sequence stands for the call (docs/deviations.md): bpf_get_smp_processor_id is
+   `r0 = &cpu_number; r0 = this_cpu_ptr(r0); r0 = *(u32 *)(r0 + 0)` (a per-CPU move, which
+   only the kernel writes) and bpf_jiffies64 is `r0 = &jiffies ll; r0 = *(u64 *)(r0 + 0)`
+   (an ld_imm64 of a plain number dereferenced, which no verified program does);
 2. the series' throw trampoline: our calls to the hidden `__bpf_throw_tramp` are the
    kernel's `call bpf_throw`, and the trampoline's own insns (mainline has none) are dropped;
 3. object types: the ld_imm64 of a `bpf_obj_new` local type id names the struct (its BTF id
@@ -32,6 +37,7 @@ from unwind.live.vmlinux import vmlinux_btf
 from verifier.asm.disasm import insn_text
 from verifier.isa.insn import BPF_PSEUDO_CALL, BPF_PSEUDO_KFUNC_CALL, Insn
 from verifier.program import VerifiedProgram
+from verifier.protos.helpers import HELPERS_BY_ID, HELPERS_BY_NAME
 from verifier.protos.kfuncs import KFUNCS_BY_ID
 
 SKB_FIELDS = {0: "len", 16: "protocol"}  # our __sk_buff offsets -> struct sk_buff member
@@ -39,6 +45,8 @@ OBJ_META_KFUNCS = (
     "bpf_obj_new_impl", "bpf_obj_drop_impl", "bpf_percpu_obj_new_impl", "bpf_percpu_obj_drop_impl",
 )  # fmt: skip
 SIZE_CODES = {1: 0x10, 2: 0x08, 4: 0x00, 8: 0x18}
+BPF_ADDR_PERCPU = -1  # the `off` of the kernel-internal per-CPU move (BPF_MOV64_PERCPU_REG)
+INLINE_TAIL = ("inline",)  # a kernel insn that continues an inlined helper call
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,23 @@ def _call_name(insn: Insn, kernel: bool) -> str:
     if insn.src == BPF_PSEUDO_KFUNC_CALL:
         proto = KFUNCS_BY_ID.get(insn.imm)
         return proto.name if proto else f"kfunc#{insn.imm}"
-    return f"helper#{insn.imm}"
+    helper = HELPERS_BY_ID.get(insn.imm)
+    return helper.kernel_symbol if helper else f"helper#{insn.imm}"
+
+
+def _inlined_helper(insns: list[Insn], pc: int) -> tuple[str, int] | None:
+    """(helper symbol, insns it takes) when the kernel inlined a helper call at pc."""
+    window = insns[pc : pc + 3]
+    if len(window) != 3 or window[0].dst != 0:
+        return None
+    head, mid, load = window
+    r0_load = (load.dst, load.src, load.off) == (0, 0, 0)
+    if head.code == 0xB7 and (mid.code, mid.dst, mid.src, mid.off) == (0xBF, 0, 0, BPF_ADDR_PERCPU):
+        if r0_load and load.code == 0x61:
+            return HELPERS_BY_NAME["get_smp_processor_id"].kernel_symbol, 3
+    if head.code == 0x18 and head.src == 0 and mid.code == 0 and r0_load and load.code == 0x79:
+        return HELPERS_BY_NAME["jiffies64"].kernel_symbol, 3
+    return None
 
 
 def normalize_ours(vp: VerifiedProgram) -> list[tuple]:
@@ -109,8 +133,16 @@ def normalize_kernel(kp: KernelProgram) -> list[tuple]:
     insns = kp.xlated
     type_pcs = {pc for pc in range(len(insns)) if _is_type_load(insns, pc, kernel=True)}
     out: list[tuple] = []
+    tail = 0
     for pc, insn in enumerate(insns):
-        if insn.code == 0x85 and insn.src == BPF_PSEUDO_CALL:
+        inlined = None if tail else _inlined_helper(insns, pc)
+        if tail:
+            tail -= 1
+            out.append(INLINE_TAIL)
+        elif inlined is not None:
+            out.append(("call", inlined[0]))
+            tail = inlined[1] - 1
+        elif insn.code == 0x85 and insn.src == BPF_PSEUDO_CALL:
             out.append(("call", insn.imm))
         elif insn.code == 0x85:
             out.append(("call", _call_name(insn, True)))
@@ -198,7 +230,11 @@ def compare_xlated(vp: VerifiedProgram, kp: KernelProgram) -> XlatedDiff:
         off_a, off_b = _jump_off(a), _jump_off(b)
         if off_a is not None and off_b is not None and _without_off(a) == _without_off(b):
             jumps.append((i, j))
-        elif a != b:
+        elif a == b:
+            while j + 1 < len(theirs) and theirs[j + 1] == INLINE_TAIL:
+                j += 1
+                kmap[j] = i
+        else:
             kind = _ctx_pair(a, b)
             if kind is None:
                 detail = f"ours {_show(a)} | kernel {_show(b)}"
@@ -221,6 +257,18 @@ def compare_xlated(vp: VerifiedProgram, kp: KernelProgram) -> XlatedDiff:
             detail = f"jumps differ: ours {_show(ours[i])} (to {ours_target}) | kernel {_show(theirs[j])}"
             return XlatedDiff(len(ours), len(theirs), i, detail, unchecked)
     return XlatedDiff(len(ours), len(theirs), None, "", unchecked)
+
+
+def kernel_dropped_dead_code(vp: VerifiedProgram, kp: KernelProgram) -> bool:
+    """The kernel's code is ours with insns left out, jumps aside: the branches its scalar
+    ranges prove one-way (hard-wired, then removed) and the code only they reached, which
+    our verifier, knowing constants only, explores and keeps (docs/deviations.md)."""
+    ours = [x for x in normalize_ours(vp) if _jump_off(x) is None]
+    theirs = [x for x in normalize_kernel(kp) if _jump_off(x) is None and x != INLINE_TAIL]
+    if len(theirs) >= len(ours):
+        return False
+    rest = iter(ours)
+    return all(any(x == y for y in rest) for x in theirs)
 
 
 def _show(item: tuple) -> str:

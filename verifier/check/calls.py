@@ -31,6 +31,7 @@ from verifier.check.state import (
 )
 from verifier.isa.insn import MAX_CALL_FRAMES, Insn
 from verifier.program import FuncProto
+from verifier.protos.helpers import BPF_FUNC_MAX_ID, HELPERS_BY_ID, HelperArg
 from verifier.protos.kfuncs import KF, KFUNCS_BY_ID, ArgKind, KfuncProto, RetKind
 from verifier.regtypes import NOT_INIT, PTR_TO_CTX, PTR_TO_STACK, SCALAR_VALUE, base_type
 
@@ -210,12 +211,25 @@ def process_exit(env: Env, state: VerifierState) -> int | None:
     return None
 
 
-BPF_FUNC_MAX_ID = 212  # __BPF_FUNC_MAX_ID of Linux 6.18 (enum bpf_func_id in vmlinux BTF)
-
-
-def check_helper_call(env: Env, insn: Insn) -> None:
-    """Helpers are not modelled yet: an id the kernel knows is refused as unsupported by
-    bpf-unwind (never blaming a correct program); any other id as the kernel does."""
-    if 0 < insn.imm < BPF_FUNC_MAX_ID:
-        env.reject(f"helper call #{insn.imm} is not supported by bpf-unwind yet")
-    env.reject(f"invalid func unknown#{insn.imm}")
+def check_helper_call(env: Env, state: VerifierState, insn: Insn) -> None:
+    """A helper call (verifier.protos.helpers): the id must name a helper the program type
+    may call; each argument register is read as `check_func_arg` reads it (an
+    uninitialised one is "R<n> !read_ok"); R0-R5 are clobbered and R0 becomes the
+    unknown scalar the helper returns. A helper the table does not model is refused as
+    unsupported by bpf-unwind (never blaming a correct program)."""
+    func_id = insn.imm
+    if not 0 <= func_id < BPF_FUNC_MAX_ID:
+        env.reject(f"invalid func unknown#{func_id}")
+    if func_id == 0:  # BPF_FUNC_unspec has no prototype in any program type
+        env.reject("program of this type cannot use helper bpf_unspec#0")
+    proto = HELPERS_BY_ID.get(func_id)
+    if proto is None:
+        env.reject(f"helper call #{func_id} is not supported by bpf-unwind yet")
+    if not proto.allowed(env.prog.prog_type):
+        env.reject(f"program of this type cannot use helper {proto.func_name}#{func_id}")
+    for i, kind in enumerate(proto.args):
+        if kind == HelperArg.ANYTHING:  # privileged: any initialised value, pointers too
+            check_reg_read(env, state, i + 1)
+    clear_caller_saved_regs(state)
+    # RET_INTEGER; a refined bound is kept only when it pins the value (no ranges here)
+    state.cur.regs[0] = scalar(0 if proto.ret_umax == 0 else None)

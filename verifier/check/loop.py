@@ -183,7 +183,9 @@ class DoCheck:
     def do_call(self, state: VerifierState, insn: Insn, idx: int) -> int | None:
         env = self.env
         if insn.is_helper_call():
-            check_helper_call(env, insn)
+            check_helper_call(env, state, insn)
+            self.log_state(state, idx, regs=[0])
+            return idx + 1
         if insn.is_kfunc_call():
             check_kfunc_call(env, state, insn, idx)
             if is_throw(insn):
