@@ -42,6 +42,46 @@ class FuncProto:
     args: tuple[str, ...]
 
 
+BPF_F_RDONLY_PROG = 1 << 7  # the program may only read the map (.rodata)
+BPF_F_WRONLY_PROG = 1 << 8
+
+
+@dataclass(frozen=True)
+class ProgMap:
+    """A map the program uses, as the loader would create it: an ld_imm64 of a map (src
+    BPF_PSEUDO_MAP_FD) or of a global variable (src BPF_PSEUDO_MAP_VALUE, second imm = the
+    variable's offset in the value) names it by its index in `Program.maps`. A global data
+    section (`.bss`, `.data*`, `.rodata*`) is a one-element array whose value is the section:
+    `section` names it and `data` is its initial value (zero-filled up to value_size)."""
+
+    name: str
+    type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    map_flags: int = 0
+    section: str = ""  # the global data section, "" for a map of `.maps`
+    data: bytes = b""
+
+    @property
+    def is_data(self) -> bool:
+        return bool(self.section)
+
+    @property
+    def rdonly_prog(self) -> bool:
+        """BPF_F_RDONLY_PROG: the program may not write the value (the loader also freezes
+        a `.rodata` map, so its contents are known constants to the verifier)."""
+        return bool(self.map_flags & BPF_F_RDONLY_PROG)
+
+    @property
+    def log_name(self) -> str:
+        """The name the kernel knows it by (`bpf_map.name`, BPF_OBJ_NAME_LEN - 1 chars)."""
+        return self.name[:15]
+
+    def initial_value(self) -> bytes:
+        return self.data[: self.value_size].ljust(self.value_size, b"\0")
+
+
 @dataclass
 class Program:
     """A loaded, not yet verified, BPF program: one main function plus its subprograms."""
@@ -59,6 +99,10 @@ class Program:
     func_protos: dict[str, FuncProto] = field(default_factory=dict)  # function name -> proto
     exception_cb_tags: tuple[str, ...] = ()  # every `exception_callback:NAME` tag of main
     attach_to: str = ""  # fentry/fexit/freplace target named by the section
+    # Maps and global data sections (ELF objects; text assembly has none): an ld_imm64 with
+    # src 1 or 2 names one by its index here; map_refs lists those ld_imm64 pcs -> index.
+    maps: tuple[ProgMap, ...] = ()
+    map_refs: dict[int, int] = field(default_factory=dict)
 
     def struct_by_id(self, type_id: int) -> StructType | None:
         for st in self.structs.values():
@@ -196,6 +240,7 @@ class VerifiedProgram:
     log: str = ""
     stats: dict[str, int] = field(default_factory=dict)
     prog_type: str = "tc"
+    maps: tuple[ProgMap, ...] = ()  # Program.maps: ld_imm64 src 1/2 imm indexes it
 
     def subprog_of(self, pc: int) -> int:
         for i, sp in enumerate(self.subprogs):

@@ -2,12 +2,13 @@
 spill/fill (`check_stack_write_fixed_off` / `check_stack_read_fixed_off`), ctx reads (a
 __sk_buff-like context: u8..u64 loads at constant offsets in [0, 192); `len` is at 0 and
 `protocol` at 16; tracing programs' BTF-typed ctx is not modelled), and fields of
-bpf_obj_new objects; plus ld_imm64 (constants only: maps and global data are not modelled)."""
+bpf_obj_new objects; plus ld_imm64. Maps and global data: verifier.check.map_value."""
 
 from __future__ import annotations
 
 from verifier.check.alu import check_reg_read, check_reg_write, signed_value
 from verifier.check.env import Env
+from verifier.check.map_value import check_map_mem_access, is_map_pointer, ld_imm64_map
 from verifier.check.state import (
     BPF_REG_SIZE,
     STACK_INVALID,
@@ -93,6 +94,8 @@ def check_mem_access(env: Env, state: VerifierState, regno: int, off: int, size:
         env.reject(f"R{regno} invalid mem access '{reg_type_str(reg.type)}'")
     if base == PTR_TO_STACK:
         return _stack_access(env, state, regno, reg, off, size, write)
+    if is_map_pointer(reg):
+        return check_map_mem_access(env, regno, reg, off, size, write is not None)
     if base == PTR_TO_CTX:
         if env.prog.prog_type in BTF_ARGS_CTX_TYPES:
             env.reject(f"ctx access of {env.prog.prog_type} programs (the attach target's BTF-typed "
@@ -194,6 +197,9 @@ def check_ld_imm64(env: Env, state: VerifierState, insn: Insn, second: Insn) -> 
     check_reg_write(env, insn.dst)
     if insn.src == BPF_PSEUDO_FUNC:
         env.reject("callbacks (ld_imm64 of a function) are not supported by bpf-unwind")
+    if insn.src in (BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE):
+        state.cur.regs[insn.dst] = ld_imm64_map(env, insn, second)
+        return
     if insn.src != 0:
         what = LD_IMM64_KINDS.get(insn.src, "")
         env.reject(f"ld_imm64 {what}with src_reg {insn.src} is not supported by bpf-unwind")

@@ -49,7 +49,7 @@ def regsafe(old: RegState, cur: RegState, idmap: _IdMap, exact: bool) -> bool:
         if not exact and (not old.precise or old.value is None):
             return True  # imprecise: nothing relied on the value; unknown: any value
         return old.value == cur.value
-    if old.off != cur.off or old.btf_id != cur.btf_id or old.frameno != cur.frameno:
+    if old.off != cur.off or old.btf_id != cur.btf_id or old.frameno != cur.frameno or old.map is not cur.map:
         return False
     return idmap.check(old.id, cur.id) and idmap.check(old.ref_obj_id, cur.ref_obj_id)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from verifier.isa.insn import BPF_REG_10, MAX_BPF_REG
-from verifier.program import SpillType
+from verifier.program import ProgMap, SpillType
 from verifier.regtypes import (
     MEM_ALLOC,
     NOT_INIT,
@@ -47,10 +47,11 @@ class RegState:
     btf_name: str = ""  # PTR_TO_BTF_ID: struct name
     frameno: int = 0  # PTR_TO_STACK: frame whose stack this points into
     precise: bool = False  # SCALAR_VALUE: some continuation relies on the value (precision)
+    map: ProgMap | None = None  # PTR_TO_MAP_VALUE, CONST_PTR_TO_MAP: which map (`map_ptr`)
 
     def copy(self) -> RegState:
         return RegState(self.type, self.value, self.off, self.id, self.ref_obj_id,
-                        self.btf_id, self.btf_name, self.frameno, self.precise)
+                        self.btf_id, self.btf_name, self.frameno, self.precise, self.map)
 
     @property
     def is_scalar(self) -> bool:

@@ -57,6 +57,9 @@ def reg_text(reg: RegState) -> str:
         fields.append(f"id={reg.id}")
     if reg.ref_obj_id:
         fields.append(f"ref_obj_id={reg.ref_obj_id}")
+    if reg.map is not None:  # map_ptr, map_value: `map=NAME,ks=K,vs=V`
+        fields += [f"map={reg.map.log_name}"] if reg.map.log_name else []
+        fields.append(f"ks={reg.map.key_size},vs={reg.map.value_size}")
     if reg.off:
         fields.append(f"off={reg.off}")
     return f"{name}({','.join(fields)})"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from verifier.errors import LoadError, quoted, shown
 from verifier.load.btf import BTF_KIND_ARRAY, BTF_KIND_PTR, BTF_KIND_STRUCT, BTF_KIND_VAR, Btf
 from verifier.load.elf_file import ElfImage, Section
+from verifier.program import BPF_F_RDONLY_PROG, ProgMap
 
 MAP_TYPES = {
     0: "unspec", 1: "hash", 2: "array", 3: "prog_array", 4: "perf_event_array", 5: "percpu_hash",
@@ -25,7 +26,6 @@ MAP_TYPES = {
     31: "user_ringbuf", 32: "cgrp_storage", 33: "arena",
 }  # fmt: skip
 BPF_MAP_TYPE_ARRAY = 2
-BPF_F_RDONLY_PROG = 1 << 7
 _UINT_FIELDS = ("type", "max_entries", "key_size", "value_size", "map_flags", "numa_node", "pinning",
                 "map_extra")  # fmt: skip
 DATA_SECTION_PREFIXES = (".bss", ".data", ".rodata")
@@ -51,6 +51,12 @@ class MapDef:
     @property
     def type_name(self) -> str:
         return MAP_TYPES.get(self.type, f"type#{self.type}")
+
+    def prog_map(self) -> ProgMap:
+        """What a `Program` carries of this map (`Program.maps`)."""
+        section = self.section if self.kind == "data" else ""
+        return ProgMap(self.name, self.type, self.key_size, self.value_size, self.max_entries,
+                       self.map_flags, section, self.data if self.kind == "data" else b"")
 
 
 def is_data_section(name: str) -> bool:
