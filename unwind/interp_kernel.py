@@ -148,7 +148,7 @@ def run_interp(
     kernel = InterpKernel(vp)
     interp = Interp(vp, helpers=helpers, kfuncs=kernel.stubs(), budget=budget)
     if track_stack:  # counters["uninit_stack_read"] says whether it read stack it never wrote
-        interp.mem = StackTrackingMemory()
+        interp.mem = StackTrackingMemory(vp.maps)
     interp.mem.write(CTX_BASE, data)
     t0 = time.perf_counter()
     retval = interp.run(CTX_BASE)
