@@ -33,7 +33,7 @@ CASES = [(obj, name) for obj, progs in EXPECTED.items() if not obj.startswith("_
 
 MAP_UPDATE = "helper call #2 is not supported by bpf-unwind yet"  # bpf_map_update_elem
 TAIL_CALL = "helper call #12 is not supported by bpf-unwind yet"  # bpf_tail_call
-SPIN_LOCK = "helper call #93 is not supported by bpf-unwind yet"  # bpf_spin_lock
+SPIN_LOCK = "global data holding a bpf_spin_lock (.data.A) is not supported by bpf-unwind"
 RINGBUF_RESERVE = "helper call #131 is not supported by bpf-unwind yet"  # bpf_ringbuf_reserve
 RINGBUF_DYNPTR = "helper call #198 is not supported by bpf-unwind yet"  # bpf_ringbuf_reserve_dynptr
 MAP_LOOKUP = "helper call #1 is not supported by bpf-unwind yet"  # bpf_map_lookup_elem

@@ -242,3 +242,14 @@ def test_cleanup_corpus_gets_past_global_variables():
         assert GLOBAL_VAR_UNSUPPORTED not in rows[name].our_msg, name
     loop = rows["exceptions_cleanup_loop_iterations"]
     assert (loop.ours, loop.outcome) == ("accepted", "series")  # mainline: "reference leak" at the throw
+
+
+def test_global_data_with_a_spin_lock_is_refused_as_unmodelled():
+    # exceptions_fail.c: `private(A) struct bpf_spin_lock lock;` (the kernel keeps loads and
+    # stores off the lock; this verifier does not model the value's BTF fields)
+    prog = _program("reject_with_lock", PROGS / "exceptions_fail.o")
+    locked = [m for m in prog.maps if m.special]
+    assert [(m.name, m.special) for m in locked] == [(".data.A", "bpf_spin_lock")]
+    msg = "global data holding a bpf_spin_lock (.data.A) is not supported by bpf-unwind"
+    assert str(_reject(prog)) == msg
+    assert not [m for m in _program("global_data_sum").maps if m.special]

@@ -62,6 +62,7 @@ class ProgMap:
     map_flags: int = 0
     section: str = ""  # the global data section, "" for a map of `.maps`
     data: bytes = b""
+    special: str = ""  # a BTF special field in the value (bpf_spin_lock, kptr...): not modelled
 
     @property
     def is_data(self) -> bool:

@@ -9,9 +9,10 @@ kernel's `check_mem_region_access` fails on its minimum first. Misaligned access
 allowed (privileged, x86). A load from a read-only frozen map (`.rodata`) at a constant
 offset reads the value itself (`bpf_map_direct_read`): the register becomes that constant.
 Storing a pointer into a map value is allowed (privileged: `allow_ptr_leaks`); loading it
-back gives an unknown scalar. Not modelled: BTF special fields of a value (bpf_spin_lock,
-timers, kptrs, list and rbtree roots), maps' own fields through a `map_ptr`, and helpers
-taking maps (verifier.check.calls refuses every helper)."""
+back gives an unknown scalar. Refused as not modelled: global data whose value holds a BTF
+special field (bpf_spin_lock, timers, kptrs, list and rbtree roots: `ProgMap.special`), a
+map's own fields through a `map_ptr`, and helpers taking maps (verifier.check.calls
+refuses every helper)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ def ld_imm64_map(env: Env, insn: Insn, second: Insn) -> RegState:
     if not m.is_data:
         env.reject(f"direct value access of map '{m.log_name}' (type {m.type}) is not supported by "
                    "bpf-unwind (only global data sections)")
+    if m.special:
+        env.reject(f"global data holding a {m.special} ({m.log_name}) is not supported by bpf-unwind")
     off = second.imm & 0xFFFF_FFFF
     if off >= m.value_size:
         env.reject(f"invalid access to map value pointer, value_size={m.value_size} off={off}")
