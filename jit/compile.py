@@ -16,11 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from jit.image import JitImage, JitProgram
-from jit.layout import CODE_BASE, CODE_REGION_SIZE, image_address
+from jit.layout import CODE_BASE, CODE_REGION_SIZE, image_address, map_addresses
 from jit.lower import FrameShape, build_epilogue, build_prologue, lower_insn
 from jit.lower_ctx import LowerCtx
 from jit.x86.encode import JitError
-from verifier.isa.insn import BPF_PSEUDO_CALL, BPF_PSEUDO_KFUNC_CALL, Insn
+from verifier.isa.insn import BPF_PSEUDO_CALL, BPF_PSEUDO_KFUNC_CALL, BPF_PSEUDO_MAP_VALUE, Insn
 from verifier.program import FrameDesc, Subprog, VerifiedProgram
 from verifier.rewrite.regusage import detect_reg_usage
 
@@ -85,6 +85,10 @@ class _Compiler:
         self.stub_addrs = stub_addrs
         self.helper_addrs = helper_addrs
         self.code_base = code_base
+        try:
+            self.map_addrs = map_addresses([m.value_size for m in vp.maps])
+        except ValueError as err:
+            raise JitError(f"bpf_jit: {err}") from None
         self.jits: list[_SubprogJit] = []
         self.final = False  # write pass: targets are real
         for i, sp in enumerate(vp.subprogs):
@@ -122,6 +126,18 @@ class _Compiler:
             raise JitError(f"bpf_jit: no stub address for helper {insn.imm} at {where}")
         return self.helper_addrs[insn.imm]
 
+    def _resolve_map(self, sj: _SubprogJit, k: int, insn: Insn, second: Insn) -> int:
+        """A map's address, or a global variable's (src 2: value address + second imm).
+        Placed by a kernel, the program's imm is the kernel's map id: its own address space
+        (`KernelHost.map_address`) gives an immediate of the kernel's encoding length."""
+        off = second.imm & 0xFFFF_FFFF if insn.src == BPF_PSEUDO_MAP_VALUE else 0
+        if self.host is not None:
+            return self.host.map_address + off
+        if not 0 <= insn.imm < len(self.map_addrs):
+            raise JitError(f"bpf_jit: ld_imm64 of map #{insn.imm}, which the program does not have, "
+                           f"at {sj.sp.name}+{k}")
+        return self.map_addrs[insn.imm] + off
+
     def _resolve_func(self, sj: _SubprogJit, k: int, insn: Insn) -> int:
         callee = self._callee_index(sj, k, insn.imm)
         # Placeholder with the same encoding length as any image address (< 4 GiB).
@@ -138,6 +154,7 @@ class _Compiler:
             padding=padding, image_addr=sj.address, epilogue=sj.epilogue,
             resolve_call=lambda k, insn: self._resolve_call(sj, k, insn),
             resolve_func=lambda k, insn: self._resolve_func(sj, k, insn),
+            resolve_map=lambda k, insn, second: self._resolve_map(sj, k, insn, second),
             return_thunk=self.host.return_thunk if self.host else None,
             final=self.final,
             bmi2=self.host.bmi2 if self.host else False,
@@ -237,6 +254,9 @@ class KernelHost:
     image_addrs: Sequence[int] = ()
     return_thunk: int | None = None
     bmi2: bool = False  # the host CPU has BMI2, so the kernel's shifts by register use VEX forms
+    # Maps and map values live in the kernel's vmalloc/direct-map space: any such address
+    # makes ld_imm64 a 10-byte movabs as in the kernel's image (the comparison masks it).
+    map_address: int = 0xFFFF_C900_0000_0000
 
 
 def jit_program(
@@ -262,5 +282,5 @@ def jit_program(
     images = tuple(comp.image(sj) for sj in comp.jits)
     return JitProgram(
         verified=vp, images=images, stub_addrs=dict(stub_addrs),
-        passes=max(sj.passes for sj in comp.jits),
+        passes=max(sj.passes for sj in comp.jits), map_addrs=comp.map_addrs,
     )

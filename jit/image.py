@@ -58,6 +58,7 @@ class JitProgram:
     images: tuple[JitImage, ...]
     stub_addrs: dict[int, int] = field(default_factory=dict)  # kfunc BTF id -> stub address
     passes: int = 0  # sizing passes of the slowest image
+    map_addrs: tuple[int, ...] = ()  # guest address of each map of verified.maps (its value)
 
     @property
     def main(self) -> JitImage:

@@ -1,8 +1,11 @@
 """Fixed guest addresses of the emulated machine: where images, kfunc stubs, the host entry
-stub, the kernel stack, the ctx and the object heap live. Shared by the JIT (which must
-know call targets when it emits `call rel32`) and the machine (which maps them)."""
+stub, the kernel stack, the ctx, the object heap and the maps live. Shared by the JIT (which
+must know call targets when it emits `call rel32`, and map addresses for ld_imm64), the
+machine (which maps them) and the reference interpreter (same addresses)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 PAGE = 0x1000
 
@@ -21,6 +24,9 @@ CTX_SIZE = PAGE
 
 HEAP_BASE = 0x0500_0000  # objects returned by bpf_obj_new
 HEAP_SIZE = 0x0010_0000
+
+MAP_BASE = 0x0600_0000  # maps: each one's value (global data) on its own pages, a guard page after
+MAP_REGION_SIZE = 0x00F0_0000
 
 STACK_BASE = 0x0700_0000  # the "kernel stack" all BPF frames live on, guard page below it
 STACK_SIZE = 0x0001_0000
@@ -43,3 +49,22 @@ def helper_stub_address(func_id: int) -> int:
 def image_address(previous_end: int) -> int:
     """Next page-aligned load address leaving one unmapped guard page after `previous_end`."""
     return ((previous_end + PAGE - 1) // PAGE + 1) * PAGE
+
+
+def map_span(value_size: int) -> int:
+    """Bytes of whole pages that hold a map value of `value_size` bytes (at least one page)."""
+    return max(1, (value_size + PAGE - 1) // PAGE) * PAGE
+
+
+def map_addresses(value_sizes: Sequence[int]) -> tuple[int, ...]:
+    """Guest address of each map, in order: where its value starts (a global data section's
+    variables are at offsets from it); a map without a value still gets its own page, so
+    that every map pointer is distinct. ValueError when they do not fit the map region."""
+    out: list[int] = []
+    address = MAP_BASE
+    for size in value_sizes:
+        out.append(address)
+        address += map_span(size) + PAGE
+    if address > MAP_BASE + MAP_REGION_SIZE:
+        raise ValueError(f"{len(out)} maps need {address - MAP_BASE:#x} bytes, more than the map region")
+    return tuple(out)

@@ -60,6 +60,8 @@ from verifier.isa.insn import (
     BPF_OR,
     BPF_PSEUDO_CALL,
     BPF_PSEUDO_KFUNC_CALL,
+    BPF_PSEUDO_MAP_FD,
+    BPF_PSEUDO_MAP_VALUE,
     BPF_ST,
     BPF_STX,
     BPF_W,
@@ -177,6 +179,8 @@ def _lower_ld(ctx: LowerCtx, k: int, insn: Insn) -> tuple[bytes, int]:
         raise ctx.unsupported(k)
     if insn.is_pseudo_func():
         value = ctx.resolve_func(k, insn)
+    elif insn.src in (BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE):
+        value = ctx.resolve_map(k, insn, ctx.insns[k + 1])
     else:
         value = ld_imm64_value(insn, ctx.insns[k + 1])
     return x86.emit_mov_imm64(insn.dst, value), 2

@@ -17,6 +17,14 @@ from verifier.isa.insn import Insn
 CallResolver = Callable[[int, Insn], int | None]
 # Resolves the address of a pseudo-func ld_imm64 (src=4) at subprog index k.
 FuncResolver = Callable[[int, Insn], int]
+# Resolves the 64-bit value of an ld_imm64 of a map (src 1: the map) or of a global
+# variable (src 2: its address in the map's value) at subprog index k, given both slots.
+MapResolver = Callable[[int, Insn, Insn], int]
+
+
+def no_maps(k: int, insn: Insn, second: Insn) -> int:
+    """The MapResolver of a program without maps."""
+    raise JitError(f"bpf_jit: ld_imm64 of map #{insn.imm} (src {insn.src}) at insn {k}: no maps are known")
 
 
 
@@ -39,6 +47,7 @@ class LowerCtx:
     return_thunk: int | None = None
     bmi2: bool = False  # shifts by a register as shlx/shrx/sarx (a BMI2 host kernel)
     final: bool = True  # the write pass: absolute targets are real
+    resolve_map: MapResolver = no_maps
 
     def where(self, k: int) -> str:
         return f"{self.name}+{k}"

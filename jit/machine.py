@@ -3,8 +3,10 @@ faults.
 
 Layout (all from jit.layout): the host entry stub page, the kfunc stub region (a lone `ret`
 at every `stub_address(slot)`, int3 everywhere else), every image at its load address on
-its own pages (unmapped guard pages in between), ctx, heap, and the kernel stack with an
-unmapped guard page below it.
+its own pages (unmapped guard pages in between), ctx, heap, the value of every global data
+map at the address the JIT compiled in (`JitProgram.map_addrs`, its own pages with an
+unmapped page after them, filled with the section's initial data by `load_maps`), and the
+kernel stack with an unmapped guard page below it.
 
 Design rules taken from the measured Unicorn costs and traps (shared/reference/unicorn-costs.md):
 
@@ -49,9 +51,11 @@ from jit.layout import (
     STUB_BASE,
     STUB_REGION_SIZE,
     STUB_STRIDE,
+    map_span,
     stub_address,
 )
 from verifier.errors import BpfUnwindError
+from verifier.program import ProgMap
 from verifier.protos.helpers import HELPERS_BY_ID
 from verifier.protos.kfuncs import KFUNCS
 
@@ -175,6 +179,18 @@ class Machine:
         uc.mem_map(CTX_BASE, CTX_SIZE)
         uc.mem_map(HEAP_BASE, HEAP_SIZE)
         uc.mem_map(STACK_BASE, STACK_SIZE)  # STACK_BASE - PAGE stays unmapped: guard page
+        for address, m in self._data_maps():
+            uc.mem_map(address, map_span(m.value_size))
+        self.load_maps()
+
+    def _data_maps(self) -> list[tuple[int, ProgMap]]:
+        maps = self.jp.verified.maps
+        return [(a, m) for a, m in zip(self.jp.map_addrs, maps, strict=False) if m.is_data]
+
+    def load_maps(self) -> None:
+        """(Re)write every global data map's value with its section's initial data."""
+        for address, m in self._data_maps():
+            self.uc.mem_write(address, m.initial_value().ljust(map_span(m.value_size), b"\0"))
 
     def _on_unmapped(self, uc: Uc, access: int, address: int, size: int, value: int, data: object) -> bool:
         self._bad_access = (access, address)

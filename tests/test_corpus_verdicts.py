@@ -31,8 +31,12 @@ DEVIATIONS_DOC = Path(__file__).parent.parent / "docs" / "deviations.md"
 EXPECTED = json.loads((PROGS / "expected.json").read_text())
 CASES = [(obj, name) for obj, progs in EXPECTED.items() if not obj.startswith("_") for name in progs]
 
-MAP = "ld_imm64 of a map with src_reg 1 is not supported by bpf-unwind"
-GLOBAL_VAR = "ld_imm64 of a global variable (map value) with src_reg 2 is not supported by bpf-unwind"
+MAP_UPDATE = "helper call #2 is not supported by bpf-unwind yet"  # bpf_map_update_elem
+TAIL_CALL = "helper call #12 is not supported by bpf-unwind yet"  # bpf_tail_call
+SPIN_LOCK = "global data holding a bpf_spin_lock (.data.A) is not supported by bpf-unwind"
+RINGBUF_RESERVE = "helper call #131 is not supported by bpf-unwind yet"  # bpf_ringbuf_reserve
+RINGBUF_DYNPTR = "helper call #198 is not supported by bpf-unwind yet"  # bpf_ringbuf_reserve_dynptr
+MAP_LOOKUP = "helper call #1 is not supported by bpf-unwind yet"  # bpf_map_lookup_elem
 CALLBACK = "callbacks (ld_imm64 of a function) are not supported by bpf-unwind"
 ITER_NEW = "kfunc bpf_iter_num_new#10006 is not supported by bpf-unwind yet"
 RCU_LOCK = "kfunc bpf_rcu_read_lock#10009 is not supported by bpf-unwind yet"
@@ -40,14 +44,14 @@ RCU_LOCK = "kfunc bpf_rcu_read_lock#10009 is not supported by bpf-unwind yet"
 # program -> (substring of the one-line error it stops with, what it needs that is not modelled)
 NOT_MODELLED: dict[str, tuple[str, str]] = {
     # exceptions.o
-    "exception_tail_call": (MAP, "prog array map jmp_table and bpf_tail_call"),
+    "exception_tail_call": (TAIL_CALL, "prog array map jmp_table and bpf_tail_call"),
     # exceptions_fail.o
-    "reject_async_callback_throw": (MAP, "array map with bpf_timer, timer helpers, async callbacks"),
-    "reject_with_lock": (GLOBAL_VAR, "global bpf_spin_lock (.data.A), spin lock helpers"),
-    "reject_subprog_with_lock": (GLOBAL_VAR, "global bpf_spin_lock (.data.A), spin lock helpers"),
+    "reject_async_callback_throw": (MAP_LOOKUP, "array map with bpf_timer, timer helpers, async callbacks"),
+    "reject_with_lock": (SPIN_LOCK, "global bpf_spin_lock (.data.A), spin lock helpers"),
+    "reject_subprog_with_lock": (SPIN_LOCK, "global bpf_spin_lock (.data.A), spin lock helpers"),
     "reject_with_rcu_read_lock": (RCU_LOCK, "RCU read-side critical sections"),
     "reject_subprog_with_rcu_read_lock": (RCU_LOCK, "RCU read-side critical sections"),
-    "reject_with_rbtree_add_throw": (GLOBAL_VAR, "spin lock, rbtree kfuncs, the `less` callback"),
+    "reject_with_rbtree_add_throw": (SPIN_LOCK, "spin lock, rbtree kfuncs, the `less` callback"),
     "reject_with_cb_reference": (CALLBACK, "bpf_loop and its callback frame"),
     "reject_with_cb": (CALLBACK, "bpf_loop and its callback frame"),
     "reject_exception_throw_cb": (CALLBACK, "bpf_loop and its callback frame"),
@@ -57,34 +61,33 @@ NOT_MODELLED: dict[str, tuple[str, str]] = {
         "ctx access of fentry programs (the attach target's BTF-typed arguments) is not supported",
         "fentry ctx typed by kernel BTF, bpf_probe_read_kernel, hash map, .bss",
     ),
-    "exceptions_cleanup_check": (GLOBAL_VAR, ".bss globals, hash map, bpf_for_each_map_elem callback"),
-    "exceptions_cleanup_prog_num_iter": (ITER_NEW, "bpf_iter_num iterators; .bss, hash map"),
-    "exceptions_cleanup_prog_num_iter_mult": (ITER_NEW, "bpf_iter_num iterators; .bss, hash map"),
-    "exceptions_cleanup_prog_dynptr_iter": (MAP, "ringbuf map and dynptrs; iterators; .bss, hash map"),
-    "exceptions_cleanup_obj": (GLOBAL_VAR, ".bss globals and hash map helpers (MARK_RESOURCE)"),
+    "exceptions_cleanup_check": (CALLBACK, "hash map, bpf_for_each_map_elem callback"),
+    "exceptions_cleanup_prog_num_iter": (ITER_NEW, "bpf_iter_num iterators; hash map"),
+    "exceptions_cleanup_prog_num_iter_mult": (ITER_NEW, "bpf_iter_num iterators; hash map"),
+    "exceptions_cleanup_prog_dynptr_iter": (RINGBUF_DYNPTR, "ringbuf map and dynptrs; iterators; hash map"),
+    "exceptions_cleanup_obj": (MAP_UPDATE, "hash map helpers (MARK_RESOURCE)"),
     "exceptions_cleanup_percpu_obj": (
         "kfunc bpf_percpu_obj_new_impl#10004 is not supported by bpf-unwind yet",
-        "per-CPU objects; .bss, hash map",
+        "per-CPU objects; hash map",
     ),
-    "exceptions_cleanup_ringbuf": (MAP, "ringbuf map and reserve/discard helpers; .bss, hash map"),
-    "exceptions_cleanup_reg": (MAP, "ringbuf map and reserve/discard helpers; .bss, hash map"),
-    "exceptions_cleanup_null_or_ptr_do_ptr": (GLOBAL_VAR, ".bss globals, hash map, ringbuf"),
-    "exceptions_cleanup_null_or_ptr_do_null": (GLOBAL_VAR, ".bss globals, hash map, ringbuf"),
-    "exceptions_cleanup_callee_saved": (MAP, "ringbuf reservations in R6-R9; .bss, hash map"),
-    "exceptions_cleanup_callee_saved_noopt": (GLOBAL_VAR, ".bss globals, hash map"),
-    "exceptions_cleanup_frame": (GLOBAL_VAR, ".bss globals, ringbuf map, dynptrs"),
-    "exceptions_cleanup_loop_iterations": (GLOBAL_VAR, ".bss globals (only_count, res_count)"),
-    "exceptions_cleanup_dead_code_elim": (MAP, "ringbuf map and reserve/discard helpers"),
-    "exceptions_cleanup_frame_dce": (GLOBAL_VAR, ".bss globals, ringbuf map, dynptrs"),
-    "reject_slot_with_zero_vs_ptr_ok": (MAP, "ringbuf map and reserve helper"),
+    "exceptions_cleanup_ringbuf": (RINGBUF_RESERVE, "ringbuf map and reserve/discard helpers; hash map"),
+    "exceptions_cleanup_reg": (RINGBUF_RESERVE, "ringbuf map and reserve/discard helpers; hash map"),
+    "exceptions_cleanup_null_or_ptr_do_ptr": (MAP_UPDATE, "hash map, ringbuf"),
+    "exceptions_cleanup_null_or_ptr_do_null": (MAP_UPDATE, "hash map, ringbuf"),
+    "exceptions_cleanup_callee_saved": (RINGBUF_RESERVE, "ringbuf reservations in R6-R9; hash map"),
+    "exceptions_cleanup_callee_saved_noopt": (MAP_UPDATE, "hash map"),
+    "exceptions_cleanup_frame": (RINGBUF_DYNPTR, "ringbuf map, dynptrs"),
+    "exceptions_cleanup_dead_code_elim": (RINGBUF_RESERVE, "ringbuf map and reserve/discard helpers"),
+    "exceptions_cleanup_frame_dce": (RINGBUF_DYNPTR, "ringbuf map, dynptrs"),
+    "reject_slot_with_zero_vs_ptr_ok": (RINGBUF_RESERVE, "ringbuf map and reserve helper"),
     # exceptions_cleanup_fail.o
-    "reject_slot_with_distinct_ptr": (MAP, "ringbuf map and reserve helper"),
-    "reject_slot_with_distinct_ptr_old": (MAP, "ringbuf map and reserve helper"),
-    "reject_slot_with_misc_vs_ptr": (MAP, "ringbuf map and bpf_ringbuf_reserve"),
-    "reject_slot_with_misc_vs_ptr_old": (MAP, "ringbuf map and reserve helper; bpf_ktime_get_ns"),
-    "reject_slot_with_invalid_vs_ptr": (MAP, "ringbuf map and reserve helper"),
-    "reject_slot_with_invalid_vs_ptr_old": (MAP, "ringbuf map and reserve helper"),
-    "reject_slot_with_zero_vs_ptr": (MAP, "ringbuf map and reserve helper"),
+    "reject_slot_with_distinct_ptr": (RINGBUF_RESERVE, "ringbuf map and reserve helper"),
+    "reject_slot_with_distinct_ptr_old": (RINGBUF_RESERVE, "ringbuf map and reserve helper"),
+    "reject_slot_with_misc_vs_ptr": (RINGBUF_RESERVE, "ringbuf map and bpf_ringbuf_reserve"),
+    "reject_slot_with_misc_vs_ptr_old": (RINGBUF_RESERVE, "ringbuf map and reserve helper; bpf_ktime_get_ns"),
+    "reject_slot_with_invalid_vs_ptr": (RINGBUF_RESERVE, "ringbuf map and reserve helper"),
+    "reject_slot_with_invalid_vs_ptr_old": (RINGBUF_RESERVE, "ringbuf map and reserve helper"),
+    "reject_slot_with_zero_vs_ptr": (RINGBUF_RESERVE, "ringbuf map and reserve helper"),
 }  # fmt: skip
 
 # program -> (our verdict, substring of our message or None, the docs/deviations.md row it follows)

@@ -160,7 +160,7 @@ def run_interp(
     interp = Interp(vp, helpers={**kernel.helper_stubs(), **(helpers or {})}, kfuncs=kernel.stubs(),
                     budget=budget)  # fmt: skip
     if track_stack:  # counters["uninit_stack_read"] says whether it read stack it never wrote
-        interp.mem = StackTrackingMemory()
+        interp.mem = StackTrackingMemory(vp.maps)
     interp.mem.write(CTX_BASE, data)
     t0 = time.perf_counter()
     retval = interp.run(CTX_BASE)

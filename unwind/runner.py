@@ -72,7 +72,7 @@ def skb_ctx(data: bytes, ctx_in: bytes = b"", what: str = "data-in") -> bytes:
 class ProgramRunner:
     """One machine and kernel model kept across runs of one JitProgram: Unicorn setup and
     the translation of the images are paid once, each `run` starts from a clean kernel
-    state (new ledger, zeroed heap and stack, fresh ctx)."""
+    state (new ledger, zeroed heap and stack, fresh ctx, global data as the object has it)."""
 
     def __init__(self, jp: JitProgram, budget: int = 10_000_000) -> None:
         expected = kfunc_stub_addrs()
@@ -95,6 +95,7 @@ class ProgramRunner:
         if self.runs:
             kernel.reset(Ledger())
             machine.write(STACK_BASE, _ZERO_STACK)
+            machine.load_maps()  # global data starts from the object's values on every run
         self.runs += 1
         machine.write(CTX_BASE, data.ljust(CTX_SIZE, b"\0"))
         starts_before = machine.emu_starts

@@ -64,6 +64,47 @@ class LineInfo:
         return self.line_num << BPF_LINE_COL_BITS | self.col
 
 
+BPF_F_RDONLY_PROG = 1 << 7  # the program may only read the map (.rodata)
+BPF_F_WRONLY_PROG = 1 << 8
+
+
+@dataclass(frozen=True)
+class ProgMap:
+    """A map the program uses, as the loader would create it: an ld_imm64 of a map (src
+    BPF_PSEUDO_MAP_FD) or of a global variable (src BPF_PSEUDO_MAP_VALUE, second imm = the
+    variable's offset in the value) names it by its index in `Program.maps`. A global data
+    section (`.bss`, `.data*`, `.rodata*`) is a one-element array whose value is the section:
+    `section` names it and `data` is its initial value (zero-filled up to value_size)."""
+
+    name: str
+    type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    map_flags: int = 0
+    section: str = ""  # the global data section, "" for a map of `.maps`
+    data: bytes = b""
+    special: str = ""  # a BTF special field in the value (bpf_spin_lock, kptr...): not modelled
+
+    @property
+    def is_data(self) -> bool:
+        return bool(self.section)
+
+    @property
+    def rdonly_prog(self) -> bool:
+        """BPF_F_RDONLY_PROG: the program may not write the value (the loader also freezes
+        a `.rodata` map, so its contents are known constants to the verifier)."""
+        return bool(self.map_flags & BPF_F_RDONLY_PROG)
+
+    @property
+    def log_name(self) -> str:
+        """The name the kernel knows it by (`bpf_map.name`, BPF_OBJ_NAME_LEN - 1 chars)."""
+        return self.name[:15]
+
+    def initial_value(self) -> bytes:
+        return self.data[: self.value_size].ljust(self.value_size, b"\0")
+
+
 @dataclass
 class Program:
     """A loaded, not yet verified, BPF program: one main function plus its subprograms."""
@@ -82,6 +123,12 @@ class Program:
     exception_cb_tags: tuple[str, ...] = ()  # every `exception_callback:NAME` tag of main
     attach_to: str = ""  # fentry/fexit/freplace target named by the section
     line_info: list[LineInfo] = field(default_factory=list)  # sorted by insn_off (ELF objects)
+
+
+    # Maps and global data sections (ELF objects; text assembly has none): an ld_imm64 with
+    # src 1 or 2 names one by its index here; map_refs lists those ld_imm64 pcs -> index.
+    maps: tuple[ProgMap, ...] = ()
+    map_refs: dict[int, int] = field(default_factory=dict)
 
     def struct_by_id(self, type_id: int) -> StructType | None:
         for st in self.structs.values():
@@ -219,6 +266,7 @@ class VerifiedProgram:
     log: str = ""
     stats: dict[str, int] = field(default_factory=dict)
     prog_type: str = "tc"
+    maps: tuple[ProgMap, ...] = ()  # Program.maps: ld_imm64 src 1/2 imm indexes it
 
     def subprog_of(self, pc: int) -> int:
         for i, sp in enumerate(self.subprogs):

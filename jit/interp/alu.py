@@ -53,6 +53,8 @@ class Core(Protocol):
 
     def call_kfunc(self, regs: list[int], pc: int, btf_id: int) -> int: ...
 
+    def map_address(self, index: int) -> int: ...
+
 
 class UnsupportedInsn(Exception):
     """An insn the interpreter does not execute (message names what it is)."""

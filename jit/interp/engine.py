@@ -4,10 +4,12 @@ engine: it knows no kfunc or helper semantics (the kernel model behind them live
 unwind/, see unwind.interp_kernel), it only calls the stubs its caller gives it.
 
 Same guest memory layout as the Unicorn machine (jit.layout): ctx/input memory at CTX_BASE
-(one page), the heap at HEAP_BASE, the stack region at STACK_BASE. BPF frames live on that
-stack going down from STACK_TOP, FRAME_SIZE (512) bytes each: main's R10 is STACK_TOP, a
-callee's R10 is its caller's minus 512. Only these regions are addressable; anything else
-is a one-line `InterpError` naming program, subprog and insn.
+(one page), the heap at HEAP_BASE, the stack region at STACK_BASE, and the value of every
+global data map at its `map_addresses` address (exactly value_size bytes, filled with the
+section's initial data whenever the memory is made: `Interp.reset_memory()` restores it).
+BPF frames live on the stack going down from STACK_TOP, FRAME_SIZE (512) bytes each: main's
+R10 is STACK_TOP, a callee's R10 is its caller's minus 512. Only these regions are
+addressable; anything else is a one-line `InterpError` naming program, subprog and insn.
 
 Calls: a bpf2bpf call saves the caller's R6-R9 and R10 in a `Frame` record (restored at the
 callee's exit; R1-R5 are passed through as they are), at most MAX_CALL_FRAMES deep.
@@ -26,15 +28,24 @@ Every run has an instruction budget; running out is an error naming subprog and 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from jit.interp.alu import M64, Op, UnsupportedInsn
 from jit.interp.ops import compile_op
-from jit.layout import CTX_BASE, CTX_SIZE, HEAP_BASE, HEAP_SIZE, STACK_BASE, STACK_SIZE, STACK_TOP
+from jit.layout import (
+    CTX_BASE,
+    CTX_SIZE,
+    HEAP_BASE,
+    HEAP_SIZE,
+    STACK_BASE,
+    STACK_SIZE,
+    STACK_TOP,
+    map_addresses,
+)
 from verifier.errors import BpfUnwindError
 from verifier.isa.insn import MAX_BPF_STACK, MAX_CALL_FRAMES
-from verifier.program import VerifiedProgram
+from verifier.program import ProgMap, VerifiedProgram
 
 FRAME_SIZE = MAX_BPF_STACK
 DEFAULT_BUDGET = 10_000_000
@@ -71,13 +82,18 @@ StubFn = Callable[["Interp"], "int | None"]
 
 
 class Memory:
-    """The addressable guest memory: (base, bytes) regions, little-endian."""
+    """The addressable guest memory: (base, bytes) regions, little-endian; `maps` are the
+    program's maps (each global data map's value is a region holding its initial data)."""
 
-    def __init__(self) -> None:
+    def __init__(self, maps: Sequence[ProgMap] = ()) -> None:
         self.regions: list[tuple[int, int, bytearray, str]] = []
         self.add(CTX_BASE, CTX_SIZE, "ctx")
         self.add(STACK_BASE, STACK_SIZE, "stack")
         self.add(HEAP_BASE, HEAP_SIZE, "heap")
+        for address, m in zip(map_addresses([m.value_size for m in maps]), maps, strict=True):
+            if m.is_data:
+                self.add(address, m.value_size, m.name)
+                self.write(address, m.initial_value())
 
     def add(self, base: int, size: int, name: str) -> None:
         self.regions.append((base, base + size, bytearray(size), name))
@@ -115,8 +131,8 @@ class StackTrackingMemory(Memory):
     it had not written: a privileged program may (the verifier allows uninitialised stack
     reads for root), and then its result depends on what an earlier user left there."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, maps: Sequence[ProgMap] = ()) -> None:
+        super().__init__(maps)
         self.written = bytearray(STACK_SIZE)
         self.read_uninit = False
 
@@ -169,7 +185,8 @@ class Interp:
         self.budget = budget
         self.helpers = dict(helpers or {})
         self.kfuncs = dict(kfuncs or {})
-        self.mem = Memory()
+        self.map_addrs = map_addresses([m.value_size for m in vp.maps])
+        self.mem = Memory(vp.maps)
         self.regs = [0] * 12
         self.frames: list[Frame] = []
         self.pc = 0
@@ -198,7 +215,13 @@ class Interp:
         return ops
 
     def reset_memory(self) -> None:
-        self.mem = Memory()
+        self.mem = Memory(self.vp.maps)
+
+    def map_address(self, index: int) -> int:
+        """Where map `index` of the program (its value, for global data) is."""
+        if not 0 <= index < len(self.map_addrs):
+            raise UnsupportedInsn(f"ld_imm64 of map #{index}, which the program does not have")
+        return self.map_addrs[index]
 
     def where(self, pc: int) -> str:
         if 0 <= pc < len(self.sub_of):

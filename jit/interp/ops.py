@@ -48,6 +48,8 @@ from verifier.isa.insn import (
     BPF_OR,
     BPF_PSEUDO_CALL,
     BPF_PSEUDO_KFUNC_CALL,
+    BPF_PSEUDO_MAP_FD,
+    BPF_PSEUDO_MAP_VALUE,
     BPF_ST,
     BPF_STX,
     BPF_W,
@@ -159,12 +161,18 @@ def _atomic(core: Core, insn: Insn, nxt: int) -> Op:
     return rmw
 
 
-def _ld(insn: Insn, second: Insn | None, nxt: int) -> Op:
+def _ld(core: Core, insn: Insn, second: Insn | None, nxt: int) -> Op:
     if not insn.is_ld_imm64() or second is None:
         raise UnsupportedInsn("legacy packet load (BPF_LD ABS/IND)")
-    if insn.src not in (0,):
-        raise UnsupportedInsn(f"ld_imm64 with src={insn.src} (map or code address)")
-    d, value = insn.dst, ld_imm64_value(insn, second)
+    if insn.src == BPF_PSEUDO_MAP_FD:
+        value = core.map_address(insn.imm)
+    elif insn.src == BPF_PSEUDO_MAP_VALUE:  # a global variable: its map's value + offset
+        value = core.map_address(insn.imm) + (second.imm & M32)
+    elif insn.src == 0:
+        value = ld_imm64_value(insn, second)
+    else:
+        raise UnsupportedInsn(f"ld_imm64 with src={insn.src} (code or kernel address)")
+    d = insn.dst
 
     def lddw(r: list[int]) -> int:
         r[d] = value
@@ -256,7 +264,7 @@ def compile_op(core: Core, insns: list[Insn], pc: int) -> Op:
         return _stx(core, insn, pc + 1)
     if cls == BPF_LD:
         second = insns[pc + 1] if pc + 1 < len(insns) else None
-        return _ld(insn, second, pc + 2)
+        return _ld(core, insn, second, pc + 2)
     if cls in (BPF_JMP, BPF_JMP32):
         if cls == BPF_JMP32 and insn.op in (BPF_CALL, BPF_EXIT):
             raise UnsupportedInsn("call/exit in the JMP32 class")

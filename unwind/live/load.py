@@ -36,9 +36,8 @@ from unwind.live.btf_raw import fixup_object_btf
 from unwind.live.vmlinux import func_id
 from verifier.isa.insn import BPF_PSEUDO_KFUNC_CALL, Insn, insns_to_bytes, unpack_slot
 from verifier.load.btf import BTF_KIND_PTR, BTF_KIND_VAR
-from verifier.load.maps import BPF_F_RDONLY_PROG
 from verifier.load.model import LoadedObject
-from verifier.program import Program
+from verifier.program import BPF_F_RDONLY_PROG, Program
 from verifier.protos.kfuncs import KFUNCS_BY_ID
 
 # Program.prog_type -> (BPF_PROG_TYPE_*, expected attach type)

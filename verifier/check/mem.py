@@ -3,13 +3,14 @@
 `data`/`data_end`/`data_meta` giving packet pointers in tc programs, or xdp's `xdp_md`;
 tracing programs' BTF-typed ctx is not modelled), packet memory (`check_packet_access`
 against the range a bounds check proved) and fields of bpf_obj_new objects; the load's
-zero or sign extension (`coerce_reg_to_size[_sx]`); plus ld_imm64 (constants only: maps
-and global data are not modelled)."""
+zero or sign extension (`coerce_reg_to_size[_sx]`); plus ld_imm64. Maps and
+global data: verifier.check.map_value."""
 
 from __future__ import annotations
 
 from verifier.check.alu import assign_scalar_id_before_mov, check_reg_read, check_reg_write
 from verifier.check.env import Env
+from verifier.check.map_value import check_map_mem_access, is_map_pointer, ld_imm64_map
 from verifier.check.scalar import coerce_reg_to_size, coerce_reg_to_size_sx
 from verifier.check.stack import stack_read, stack_write
 from verifier.check.state import U64_MASK, RegState, VerifierState, scalar
@@ -112,6 +113,8 @@ def check_mem_access(env: Env, state: VerifierState, regno: int, off: int, size:
         if value.type == SCALAR_VALUE and not imm:
             assign_scalar_id_before_mov(env, value)  # the spill and the register stay linked
         return stack_write(env, state, regno, reg, off, size, value, imm)
+    if is_map_pointer(reg):
+        return check_map_mem_access(env, regno, reg, off, size, write is not None)
     if base == PTR_TO_CTX:
         return check_ctx_access(env, regno, reg, off, size, write is not None)
     if base in (PTR_TO_PACKET, PTR_TO_PACKET_META):
@@ -180,6 +183,9 @@ def check_ld_imm64(env: Env, state: VerifierState, insn: Insn, second: Insn) -> 
     check_reg_write(env, insn.dst)
     if insn.src == BPF_PSEUDO_FUNC:
         env.reject("callbacks (ld_imm64 of a function) are not supported by bpf-unwind")
+    if insn.src in (BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE):
+        state.cur.regs[insn.dst] = ld_imm64_map(env, insn, second)
+        return
     if insn.src != 0:
         what = LD_IMM64_KINDS.get(insn.src, "")
         env.reject(f"ld_imm64 {what}with src_reg {insn.src} is not supported by bpf-unwind")

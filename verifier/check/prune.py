@@ -71,6 +71,7 @@ def regs_exact(old: RegState, cur: RegState, idmap: _IdMap) -> bool:
     """Equal but for the ids, which must map consistently."""
     same = (old.type == cur.type and old.off == cur.off and old.var_off == cur.var_off
             and old.btf_id == cur.btf_id and old.frameno == cur.frameno and old.range == cur.range
+            and old.map is cur.map
             and range_within(old, cur) and range_within(cur, old))
     return same and idmap.check(old.id, cur.id) and idmap.check(old.ref_obj_id, cur.ref_obj_id)
 
@@ -94,7 +95,7 @@ def regsafe(old: RegState, cur: RegState, idmap: _IdMap, exact: bool) -> bool:
         ids_ok = idmap.check_scalar(old.id, cur.id)
         return ids_ok and range_within(old, cur) and tnum_in(old.var_off, cur.var_off)
     if base in (PTR_TO_MAP_VALUE, PTR_TO_MEM):
-        same = old.off == cur.off and old.btf_id == cur.btf_id and old.frameno == cur.frameno
+        same = old.off == cur.off and old.btf_id == cur.btf_id and old.map is cur.map
         return (same and range_within(old, cur) and tnum_in(old.var_off, cur.var_off)
                 and idmap.check(old.id, cur.id) and idmap.check(old.ref_obj_id, cur.ref_obj_id))
     if base in (PTR_TO_PACKET, PTR_TO_PACKET_META):

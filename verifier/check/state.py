@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from verifier.check.scalar_bounds import mark_reg_known, mark_reg_unknown
 from verifier.check.tnum import Tnum
 from verifier.isa.insn import BPF_REG_10, MAX_BPF_REG
-from verifier.program import SpillType
+from verifier.program import ProgMap, SpillType
 from verifier.regtypes import (
     MEM_ALLOC,
     NOT_INIT,
@@ -64,12 +64,13 @@ class RegState:
     s32_max_value: int = 0
     u32_min_value: int = 0
     u32_max_value: int = 0
+    map: ProgMap | None = None  # PTR_TO_MAP_VALUE, CONST_PTR_TO_MAP: which map (`map_ptr`)
 
     def copy(self) -> RegState:
         return RegState(self.type, self.off, self.id, self.ref_obj_id, self.btf_id, self.btf_name,
                         self.frameno, self.precise, self.range, self.var_off, self.smin_value,
                         self.smax_value, self.umin_value, self.umax_value, self.s32_min_value,
-                        self.s32_max_value, self.u32_min_value, self.u32_max_value)
+                        self.s32_max_value, self.u32_min_value, self.u32_max_value, self.map)
 
     @property
     def value(self) -> int | None:

@@ -47,6 +47,7 @@ SLOT_TYPE_CHAR = {STACK_INVALID: "?", STACK_SPILL: "r", STACK_MISC: "m", STACK_Z
 
 def snum(value: int) -> str:
     """`verbose_snum` (v6.8+): small signed values in decimal, the rest in hex."""
+    value &= (1 << 64) - 1
     s = value - (1 << 64) if value & (1 << 63) else value
     if -32768 <= s <= 32767:
         return str(s)
@@ -74,6 +75,9 @@ def reg_text(reg: RegState, frameno: int | None = None) -> str:
         fields.append(f"id={reg.id}")
     if reg.ref_obj_id:
         fields.append(f"ref_obj_id={reg.ref_obj_id}")
+    if reg.map is not None:  # map_ptr, map_value: `map=NAME,ks=K,vs=V`
+        fields += [f"map={reg.map.log_name}"] if reg.map.log_name else []
+        fields.append(f"ks={reg.map.key_size},vs={reg.map.value_size}")
     if reg.off:
         fields.append(f"off={snum(reg.off)}")
     if base in (PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_PACKET_END):

@@ -11,10 +11,12 @@ Relocations, as clang emits them for BPF:
     a function (src BPF_PSEUDO_FUNC, imm relative: a callback for bpf_loop, timers...).
 Calls inside `.text` that clang resolved itself carry no relocation and are relative.
 CO-RE relocations of kind TYPE_ID_LOCAL (`bpf_core_type_id_local()`) name the local struct
-that `bpf_obj_new` allocates: Program.structs and Program.type_refs record it. From BTF the
-program also gets every function's signature (Program.func_protos), all its
-`exception_callback:` tags and the attach target its section names, and the .BTF.ext
-line_info records of its functions at their insn indexes in the program (Program.line_info)."""
+that `bpf_obj_new` allocates: Program.structs and Program.type_refs record it. Every map of
+the object is in Program.maps (the ld_imm64 imm indexes it), Program.map_refs names the
+ld_imm64s that load one. From BTF the program also gets every function's signature
+(Program.func_protos), all its `exception_callback:` tags and the attach target its
+section names, and the .BTF.ext line_info records of its functions at their insn indexes
+in the program (Program.line_info)."""
 
 from __future__ import annotations
 
@@ -126,6 +128,8 @@ class _Linker:
             exception_cb_tags=tuple(cb_tags),
             attach_to=self.info.attach_to or "",
             line_info=sorted(self.line_info, key=lambda li: li.insn_off),
+            maps=tuple(m.prog_map() for m in self.obj.maps),
+            map_refs={pc: self.obj.map_index(ref.map) for pc, ref in sorted(self.info.map_refs.items())},
         )
         return prog, self.info
 

@@ -12,8 +12,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from verifier.errors import LoadError, quoted, shown
-from verifier.load.btf import BTF_KIND_ARRAY, BTF_KIND_PTR, BTF_KIND_STRUCT, BTF_KIND_VAR, Btf
+from verifier.load.btf import (
+    BTF_KIND_ARRAY,
+    BTF_KIND_PTR,
+    BTF_KIND_STRUCT,
+    BTF_KIND_TYPE_TAG,
+    BTF_KIND_UNION,
+    BTF_KIND_VAR,
+    MAX_RESOLVE_DEPTH,
+    MODIFIER_KINDS,
+    Btf,
+)
 from verifier.load.elf_file import ElfImage, Section
+from verifier.program import BPF_F_RDONLY_PROG, ProgMap
 
 MAP_TYPES = {
     0: "unspec", 1: "hash", 2: "array", 3: "prog_array", 4: "perf_event_array", 5: "percpu_hash",
@@ -25,10 +36,15 @@ MAP_TYPES = {
     31: "user_ringbuf", 32: "cgrp_storage", 33: "arena",
 }  # fmt: skip
 BPF_MAP_TYPE_ARRAY = 2
-BPF_F_RDONLY_PROG = 1 << 7
 _UINT_FIELDS = ("type", "max_entries", "key_size", "value_size", "map_flags", "numa_node", "pinning",
                 "map_extra")  # fmt: skip
 DATA_SECTION_PREFIXES = (".bss", ".data", ".rodata")
+# Types the kernel gives a special meaning inside a map value (`btf_parse_fields`): the
+# value's loads and stores must keep off them, which the verifier does not model.
+SPECIAL_STRUCTS = frozenset({"bpf_spin_lock", "bpf_res_spin_lock", "bpf_timer", "bpf_wq", "bpf_list_head",
+                             "bpf_list_node", "bpf_rb_root", "bpf_rb_node", "bpf_refcount",
+                             "bpf_task_work", "bpf_workqueue"})  # fmt: skip
+KPTR_TAGS = frozenset({"kptr", "kptr_untrusted", "percpu_kptr", "uptr"})
 
 
 @dataclass(frozen=True)
@@ -47,10 +63,17 @@ class MapDef:
     offset: int = 0
     value_type_id: int = 0
     data: bytes = b""
+    special: str = ""  # a data map: the first BTF special field its value holds
 
     @property
     def type_name(self) -> str:
         return MAP_TYPES.get(self.type, f"type#{self.type}")
+
+    def prog_map(self) -> ProgMap:
+        """What a `Program` carries of this map (`Program.maps`)."""
+        section = self.section if self.kind == "data" else ""
+        return ProgMap(self.name, self.type, self.key_size, self.value_size, self.max_entries,
+                       self.map_flags, section, self.data if self.kind == "data" else b"", self.special)
 
 
 def is_data_section(name: str) -> bool:
@@ -107,6 +130,42 @@ def _btf_map(btf: Btf, var_id: int, sec: Section, offsets: dict[str, int], sourc
     )
 
 
+def _special_in(btf: Btf, type_id: int, depth: int = 0) -> str:
+    """The first special field (SPECIAL_STRUCTS, or a kptr) inside the type, "" if none."""
+    t = btf.get(type_id)
+    while t.kind in MODIFIER_KINDS and depth < MAX_RESOLVE_DEPTH:
+        if t.kind == BTF_KIND_TYPE_TAG and t.name in KPTR_TAGS:
+            return t.name
+        t, depth = btf.get(t.type), depth + 1
+    if depth >= MAX_RESOLVE_DEPTH:
+        return ""
+    if t.kind == BTF_KIND_PTR:
+        tag = btf.get(t.type)
+        return tag.name if tag.kind == BTF_KIND_TYPE_TAG and tag.name in KPTR_TAGS else ""
+    if t.kind in (BTF_KIND_STRUCT, BTF_KIND_UNION) and t.name in SPECIAL_STRUCTS:
+        return t.name
+    inner: list[int] = [m.type for m in t.members] if t.kind in (BTF_KIND_STRUCT, BTF_KIND_UNION) else []
+    if t.kind == BTF_KIND_ARRAY:
+        inner = [t.array[0]]
+    for sub in inner:
+        found = _special_in(btf, sub, depth + 1)
+        if found:
+            return found
+    return ""
+
+
+def _data_special(btf: Btf | None, section: str) -> str:
+    ds = btf.datasec(section) if btf is not None else None
+    if btf is None or ds is None:
+        return ""
+    for m in ds.members:
+        var = btf.get(m.type)
+        found = _special_in(btf, var.type) if var.kind == BTF_KIND_VAR else ""
+        if found:
+            return found
+    return ""
+
+
 def collect_maps(image: ElfImage, btf: Btf | None) -> list[MapDef]:
     """All maps of the object in a stable order: `.maps` variables, then data sections."""
     source = image.path
@@ -125,8 +184,7 @@ def collect_maps(image: ElfImage, btf: Btf | None) -> list[MapDef]:
         if s.is_alloc and not s.is_exec and is_data_section(s.name) and s.size:
             flags = BPF_F_RDONLY_PROG if s.name.startswith(".rodata") else 0
             maps.append(
-                MapDef(
-                    s.name, BPF_MAP_TYPE_ARRAY, 4, s.size, 1, flags, kind="data", section=s.name, data=s.data
-                )
+                MapDef(s.name, BPF_MAP_TYPE_ARRAY, 4, s.size, 1, flags, kind="data", section=s.name,
+                       data=s.data, special=_data_special(btf, s.name))
             )
     return maps

@@ -323,6 +323,7 @@ def _build(state: PatchState, result: CheckResult, stats: dict[str, int]) -> Ver
         log="\n".join(result.log),
         stats=stats,
         prog_type=prog.prog_type,
+        maps=prog.maps,
     )
 
 
