@@ -310,7 +310,8 @@ def test_pruning_never_drops_the_exception_branch():
     assert "from 10 to 11: R0=0 R1=ctx() R2=0 R3=0 R4=0 R5=0 R6=ctx() R10=fp0" in res.log
     may_throw = [i for i, line in enumerate(res.log) if "may throw exception" in line]
     assert len(may_throw) == 1
-    assert res.log[may_throw[0] - 3] == "from 10 to 11: R0=0 R1=ctx() R2=0 R3=0 R4=0 R5=0 R6=ctx() R10=fp0"
+    # level 2: "from 10 to 11: <state>", "11: <state>", the call insn, "Func#..." lines
+    assert res.log[may_throw[0] - 4] == "from 10 to 11: R0=0 R1=ctx() R2=0 R3=0 R4=0 R5=0 R6=ctx() R10=fp0"
     assert res.log.count("11: safe") == 3
     assert [d.pc for d in res.fdtabs[0].descs] == [11]
 

@@ -122,7 +122,7 @@ def test_rodata_loads_are_known_constants():
     lines = check(_program("global_rodata_branch"), log_level=2).log
     load = next(line for line in lines if line.startswith("2: (71) r1 = *(u8 *)(r1 +0)"))
     assert load.endswith("; R1=0")  # ro_flag = false, read from the frozen .rodata
-    assert "map_value(map=.rodata,ks=4,vs=5,off=4)" in next(ln for ln in lines if ln.startswith("0:"))
+    assert "map_value(map=.rodata,ks=4,vs=5,off=4)" in next(ln for ln in lines if ln.startswith("0: ("))
     assert not [line for line in lines if line.startswith("5:")]  # `return 1` is never explored
 
 

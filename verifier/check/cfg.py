@@ -70,9 +70,9 @@ def check_cfg(env: Env) -> None:
                 target = i + insn.jump_offset() + 1
                 if not start <= target < end:
                     env.reject(f"jump out of range from insn {i} to {target}")
-                env.prune_points.add(target)
+                env.prune_points.add(target)  # push_insn: a branch target
                 if insn.is_cond_jump():
-                    env.prune_points.add(i + 1)
+                    env.prune_points.add(i)  # visit_insn: the conditional jump itself
             elif insn.is_pseudo_call():
                 target = i + insn.imm + 1
                 callee = env.find_subprog(target)
@@ -82,9 +82,11 @@ def check_cfg(env: Env) -> None:
                     env.reject(f"insn {i}: call target {target} is not the start of a function")
                 if callee == env.exception_cb:
                     env.reject(f"insn {i} cannot call exception cb directly")
-                env.prune_points.add(i)
+                env.prune_points.update((i, target))  # the call and the callee's entry
             elif is_throw(insn):
                 env.seen_throw_insn = True
+            if insn.is_call():
+                env.prune_points.add(i + 1)  # visit_func_call_insn: where the call returns
             i += 1
         last = insns[end - 1]
         if end - 1 in ld_second or last.code not in (BPF_JMP | 0x90, BPF_JMP | BPF_JA, BPF_JMP32 | BPF_JA):

@@ -41,6 +41,8 @@ class DoCheck:
         self.explored: dict[int, list[Checkpoint]] = {}
         self.prev_jmps = 0
         self.prev_insns = 0
+        self.print_state = True  # log the whole state before the next insn (level 2)
+        self.returned: int | None = None  # the exit insn just returned from (level 2)
 
     # Branches and checkpoints --------------------------------------------------------------
 
@@ -108,7 +110,11 @@ class DoCheck:
         env, log = self.env, self.env.log
         prev = -1
         popped = False
+        self.print_state = True  # the kernel's do_print_state: the whole state before the next insn
         while True:
+            env.insn_processed += 1  # before the prune check, as the kernel counts: a pruned insn counts
+            if env.insn_processed > BPF_COMPLEXITY_LIMIT_INSNS:
+                env.reject(f"BPF program is too large. Processed {env.insn_processed} insn")
             if idx in env.prune_points and self.is_state_visited(state, idx):
                 if popped:
                     log.verbose("")
@@ -119,9 +125,12 @@ class DoCheck:
             else:
                 if popped:
                     log.branch(prev, idx, frame_state_text(state, state.cur))
-                env.insn_processed += 1
-                if env.insn_processed > BPF_COMPLEXITY_LIMIT_INSNS:
-                    env.reject(f"BPF program is too large. Processed {env.insn_processed} insn")
+                if self.returned is not None and log.level >= 2:
+                    log.verbose("")
+                    log.verbose(f"from {self.returned} to {idx}:{frame_state_text(state, state.cur)}")
+                elif self.print_state and log.level >= 2:
+                    log.verbose(f"{idx}:{frame_state_text(state, state.cur)}")
+                self.print_state, self.returned = False, None
                 env.insn_idx, env.prev_insn_idx = idx, prev
                 nxt_idx = self.step(state, idx)
                 if nxt_idx is not None:
@@ -131,7 +140,7 @@ class DoCheck:
             if nxt is None:
                 return
             state, idx, prev = nxt
-            popped = True
+            popped = self.print_state = True
 
     def end_path(self, state: VerifierState) -> tuple[VerifierState, int, int] | None:
         self.update_branch_counts(state.parent)
@@ -148,18 +157,18 @@ class DoCheck:
         cls = insn.cls
         if cls in (BPF_ALU, BPF_ALU64):
             check_alu_op(env, state, insn)
-            self.log_state(state, idx, regs=_scratched(insn))
+            self.log_state(state, idx + 1, regs=_scratched(insn))
             return idx + 1
         if cls in (BPF_LDX, BPF_ST, BPF_STX):
             _, slot = check_mem_insn(env, state, insn)
-            self.log_state(state, idx, regs=_scratched(insn), slot=slot)
+            self.log_state(state, idx + 1, regs=_scratched(insn), slot=slot)
             return idx + 1
         if cls == BPF_LD:
             if not insn.is_ld_imm64():
                 env.reject("BPF_LD_[ABS|IND] are not supported by bpf-unwind")
             env.seen_insns.add(idx + 1)
             check_ld_imm64(env, state, insn, insns[idx + 1])
-            self.log_state(state, idx, regs=[insn.dst])
+            self.log_state(state, idx + 2, regs=[insn.dst])
             return idx + 2
         if cls not in (BPF_JMP, BPF_JMP32):
             env.reject(f"unknown insn class {cls}")
@@ -167,7 +176,7 @@ class DoCheck:
         if insn.is_call():
             return self.do_call(state, insn, idx)
         if insn.is_exit():
-            return process_exit(env, state)
+            return self.do_exit(state, idx)
         if insn.op == BPF_JA:
             return idx + insn.jump_offset() + 1
         taken, fall, refine = check_cond_jmp_op(env, state, insn)
@@ -180,18 +189,30 @@ class DoCheck:
         self.log_state(state, idx, regs=_scratched(insn))
         return target if taken and not fall else idx + 1
 
+    def do_exit(self, state: VerifierState, idx: int) -> int | None:
+        log = self.env.log
+        callee = frame_state_text(state, state.cur) if log.level >= 2 and state.curframe else ""
+        nxt = process_exit(self.env, state)
+        if nxt is not None and log.level >= 2:  # back in the caller: both frames, as the kernel
+            log.verbose("returning from callee:")
+            log.verbose(callee)
+            log.verbose(f"to caller at {nxt}:")
+            log.verbose(frame_state_text(state, state.cur))
+            self.returned = idx
+        return nxt
+
     def do_call(self, state: VerifierState, insn: Insn, idx: int) -> int | None:
         env = self.env
         if insn.is_helper_call():
             check_helper_call(env, state, insn)
-            self.log_state(state, idx, regs=[0])
+            self.log_state(state, idx + 1, regs=[0])
             return idx + 1
         if insn.is_kfunc_call():
             check_kfunc_call(env, state, insn, idx)
             if is_throw(insn):
                 throw_exit(env, state, idx)
                 return None
-            self.log_state(state, idx, regs=[0])
+            self.log_state(state, idx + 1, regs=[0])
             return idx + 1
         if not insn.is_pseudo_call():
             env.reject(f"unknown call src_reg {insn.src}")
@@ -207,11 +228,21 @@ class DoCheck:
             state.global_subprog_call_exception = False
             throw_exit(env, state, idx)
             return None
-        self.log_state(state, idx, regs=[0] if nxt == idx + 1 else None)
+        if nxt == idx + 1:
+            self.log_state(state, idx + 1, regs=[0])
+        elif self.env.log.level >= 2:  # entered a static callee: both frames, as the kernel
+            log = self.env.log
+            log.verbose("caller:")
+            log.verbose(frame_state_text(state, state.frames[-2]))
+            log.verbose("callee:")
+            log.verbose(frame_state_text(state, state.cur))
+            self.print_state = True
         return nxt
 
     def log_state(self, state: VerifierState, idx: int, regs: list[int] | None,
                   slot: tuple[int, int] | None = None) -> None:
+        """Level 2: the registers and slot the insn touched; `idx` labels them when they go
+        on a line of their own (the kernel's insn_idx after the insn)."""
         log = self.env.log
         if log.level < 2:
             return

@@ -191,6 +191,10 @@ def mark_chain_precision(env: Env, state: VerifierState, bt: Backtrack) -> None:
     """Mark precise, in the checkpoints of `state`'s path, what the needs in `bt` (about
     the current state) come from. The current state itself is not marked."""
     env.precision_walks += 1
+    if env.log.level >= 2:
+        first = state.hist[0][0] if state.hist else env.insn_idx
+        env.log.verbose(f"mark_precise: frame{state.curframe}: last_idx {env.insn_idx} "
+                        f"first_idx {first} subseq_idx -1 ")
     try:
         _walk(env, state, bt)
     except GiveUp:
