@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from verifier.check.tnum import (
+    NO_MEMBER,
     TNUM_UNKNOWN,
     U32,
     U64,
@@ -30,6 +31,7 @@ from verifier.check.tnum import (
     tnum_overlap,
     tnum_range,
     tnum_rshift,
+    tnum_step,
     tnum_str,
     tnum_sub,
     tnum_subreg,
@@ -146,3 +148,17 @@ def test_unit_cases():
     assert tnum_is_aligned(Tnum(0x10, 0xF0), 8) and not tnum_is_aligned(Tnum(0, 0x4), 8)
     assert tnum_with_subreg(Tnum(1 << 32, 0), tnum_const(5)) == tnum_const((1 << 32) | 5)
     assert not tnum_overlap(tnum_const(1), Tnum(0, 0xFE))
+
+
+@given(st.integers(0, 0xFF), st.integers(0, 0xFF), st.integers(0, 0x1FF))
+def test_step_is_the_next_member(value, mask, z):
+    t = Tnum(value & ~mask, mask)
+    members = [x for x in range(0x100) if tnum_contains(t, x)]
+    later = [x for x in members if x > z]
+    assert tnum_step(t, z) == (later[0] if later else NO_MEMBER)
+
+
+def test_step_at_the_top():
+    assert tnum_step(TNUM_UNKNOWN, U64) == NO_MEMBER
+    assert tnum_step(Tnum(0, 1 << 32), 1) == 1 << 32
+    assert tnum_step(Tnum(4, 9), 5) == 12
