@@ -15,6 +15,7 @@ from verifier.check.scalar import (
     is_const,
     mark_reg_unknown,
     scalar_alu,
+    scalar_alu_forks,
     scalar_end,
     scalar_mov32,
     scalar_movsx,
@@ -62,6 +63,7 @@ class Evaluator:
         self.regs: dict[int, Reg] = {}
         self.stack: list[tuple[int, int, dict[int, Reg]]] = []
         self.id_gen = 0
+        self.current = 0  # the op being executed
 
     def new_id(self, r: Reg) -> None:
         """assign_scalar_id_before_mov: a `+= const` link is dropped, a non-constant
@@ -75,6 +77,7 @@ class Evaluator:
     def step(self, i: int) -> int:
         """Execute op `i`; the index of the next op on this path."""
         op, regs = self.ops[i], self.regs
+        self.current = i
         k = op[0]
         if k == "ldx":
             s = Scalar()
@@ -105,11 +108,18 @@ class Evaluator:
     def alu(self, o: str, dst: int, src: int | None, imm: int, alu64: bool) -> None:
         d = self.regs[dst]
         s = self.regs[src].s.copy() if src is not None else Scalar.const(imm)
+        if scalar_alu_forks(d.s, s, ALU_OPS[o], alu64):  # the other path: dst = 0, same insn
+            other = {r: v.copy() for r, v in self.regs.items()}
+            other[dst] = Reg(Scalar.const(0))
+            self.stack.append((self.pcs[self.current], self.pcs[self.current], other))
+            d.s = Scalar.const(U64)
+        wide_before = d.s.umax_value >> 32  # a 32-bit op keeps no link to a wider value
         scalar_alu(d.s, s, ALU_OPS[o], alu64)
         if o in "+-" and d.id and is_reg_const(s, not alu64):
             val = reg_const_value(s, not alu64)
             off = s32(val)
-            if ((alu64 and not -(1 << 31) <= s64(val) < 1 << 31) or (not alu64 and d.link == 64)
+            if ((alu64 and not -(1 << 31) <= s64(val) < 1 << 31)
+                    or (not alu64 and (d.link == 64 or wide_before))
                     or (o == "-" and off == -(1 << 31)) or d.link):
                 d.id, d.off, d.link = 0, 0, 0
             else:
@@ -163,7 +173,7 @@ def sync_linked_regs(regs: dict[int, Reg], known: int, live: set[int]) -> None:
         reg = regs.get(r)
         if r == known or reg is None or reg.id != k.id:
             continue
-        if reg.off == k.off and (reg.link == k.link or not (reg.link or k.link)):
+        if reg.off == k.off:  # the same offset (also both unlinked): a plain copy, id flags too
             regs[r] = k.copy()
             continue
         s = k.s.copy()

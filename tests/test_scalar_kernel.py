@@ -5,12 +5,13 @@ tc programs over r2..r9: ctx loads and constants, then ALU64/ALU32 ops (imm and 
 operands, shifts, mul, div, neg, byte swaps, 32-bit and sign-extending movs) and
 conditional jumps (JMP/JMP32, imm and register) whose taken side skips one instruction.
 The kernel verifies each at log level 2; a tiny abstract evaluator built on our domain
-(tests/scalar_kernel_eval.py) follows the log (each printed instruction, each `from X to Y:` branch it pops, each
-pruned `safe`) and every register value the kernel prints must equal `scalar_text` of
+(tests/scalar_kernel_eval.py) follows the log (each printed instruction, each `from X to
+Y:` branch it pops, each pruned `safe`) and every register value the kernel prints must equal `scalar_text` of
 ours, the `P` of precise scalars aside. The evaluator also keeps the kernel's scalar ids:
 movs link registers, `+= const` links with an offset, and a jump refines the linked live
 registers (`sync_linked_regs`), so ids print the same too. DIRECTED programs reach the
-rarer rules (edges of JNE, one shared value of tnum and range, one-bit JSET).
+rarer rules (edges of JNE, one shared value of tnum and range, one-bit JSET, the fork
+of a [-1, 0] value before AND/OR).
 `SCALAR_KERNEL_RANDOM=1 SCALAR_KERNEL_EXAMPLES=4000` explores new programs each run."""
 
 from __future__ import annotations
@@ -166,6 +167,10 @@ DIRECTED = {
         _ld(2), _a("-", 2, 5, False), _j("s>", 2, 5, True), _NOP, _j(">", 2, 10, True), _NOP,
         _ld(3), _a("-", 3, 5), _j("s>", 3, 5), _NOP, _j(">", 3, 10), _NOP,
         _ld(4), _a("-", 4, 5), _j("s<", 4, -3), _NOP, _j("<", 4, 100), _NOP],
+    "a [-1, 0] dst forks before AND/OR with a constant": [
+        _ld(2, "u32"), _a("<<", 2, 63), _a("s>>", 2, 63), ("mov", 3, 2, True), _a("|", 3, 4),
+        ("mov", 4, 2, True), _a("&", 4, 12, False), ("movi", 5, 12, True), ("mov", 6, 2, True),
+        _a("&", 6, 0, True, 5), _a("*", 2, 3)],
     "jset with one bit": [
         _ld(2), _j("&", 2, 8), _NOP, _ld(3, "u32"), _j("&", 3, -0x80000000, True), _NOP,
         _ld(4, "u16"), _j("&", 4, 0x300), _NOP],
