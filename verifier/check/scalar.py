@@ -17,6 +17,7 @@ from verifier.check.scalar_bounds import (
     const_value,
     copy_bounds,
     is_const,
+    is_reg_const,
     mark_reg32_unbounded,
     mark_reg_known,
     mark_reg_unbounded,
@@ -62,7 +63,7 @@ from verifier.isa.insn import (
 
 __all__ = [
     "Bounds", "Scalar", "const_value", "copy_bounds", "is_const", "mark_reg_known",
-    "mark_reg_unknown", "reg_bounds_sync", "scalar_alu", "scalar_neg", "scalar_end",
+    "mark_reg_unknown", "reg_bounds_sync", "scalar_alu", "scalar_alu_forks", "scalar_neg", "scalar_end",
     "scalar_mov32", "scalar_movsx", "coerce_reg_to_size", "coerce_reg_to_size_sx",
     "is_safe_to_compute_dst_reg_range",
 ]
@@ -102,6 +103,17 @@ _RANGE_RULES = {
     BPF_RSH: (ra.scalar32_min_max_rsh, ra.scalar_min_max_rsh),
     BPF_ARSH: (ra.scalar32_min_max_arsh, ra.scalar_min_max_arsh),
 }
+
+
+def scalar_alu_forks(dst: Bounds, src: Bounds, op: int, alu64: bool) -> bool:
+    """Does 6.18 split the path before `dst &= const` / `dst |= const` on a dst in [-1, 0]
+    (s64, or s32 for ALU32)? Then the caller pushes a copy of the state, at this same
+    instruction, with dst = 0, and goes on with dst = -1 (the `x s>> 63; x &= K` idiom)."""
+    if op not in (BPF_AND, BPF_OR) or not is_reg_const(src, not alu64):
+        return False
+    if alu64:
+        return dst.smin_value == -1 and dst.smax_value == 0
+    return dst.s32_min_value == -1 and dst.s32_max_value == 0
 
 
 def scalar_alu(dst: Bounds, src: Bounds, op: int, alu64: bool) -> None:

@@ -20,10 +20,12 @@ from verifier.check.tnum import (
     tnum_clear_subreg,
     tnum_const,
     tnum_const_subreg,
+    tnum_contains,
     tnum_intersect,
     tnum_is_const,
     tnum_or,
     tnum_range,
+    tnum_step,
     tnum_subreg,
     tnum_subreg_is_const,
 )
@@ -175,6 +177,23 @@ def update_reg64_bounds(r: Bounds) -> None:
     r.smax_value = min(r.smax_value, s64(t.value | (t.mask & S64_MAX)))
     r.umin_value = max(r.umin_value, t.value)
     r.umax_value = min(r.umax_value, t.value | t.mask)
+    reg64_single_value(r)
+
+
+def reg64_single_value(r: Bounds) -> None:
+    """When the u64 range and var_off have one member in common, the scalar is that
+    constant: umin (the next member is past umax), var_off's largest member, or the one
+    member strictly between umin and umax."""
+    t = r.var_off
+    tmax = t.value | t.mask
+    nxt = tnum_step(t, r.umin_value)
+    umin_in = tnum_contains(t, r.umin_value)
+    if umin_in and nxt > r.umax_value:
+        mark_reg_known(r, r.umin_value)
+    elif not umin_in and nxt == tmax:
+        mark_reg_known(r, tmax)
+    elif not umin_in and nxt <= r.umax_value and tnum_step(t, nxt) > r.umax_value:
+        mark_reg_known(r, nxt)
 
 
 def update_reg_bounds(r: Bounds) -> None:
@@ -216,6 +235,12 @@ def reg32_deduce_bounds(r: Bounds) -> None:
         _tighten_s32(r, s32(r.u32_min_value), s32(r.u32_max_value))
     if u32(r.s32_min_value) <= u32(r.s32_max_value):
         _tighten_u32(r, u32(r.s32_min_value), u32(r.s32_max_value))
+    elif r.u32_max_value < u32(r.s32_min_value):  # u32 range meets only the s32 range's low end
+        r.s32_min_value = s32(r.u32_min_value)
+        r.u32_max_value = min(r.u32_max_value, u32(r.s32_max_value))
+    elif u32(r.s32_max_value) < r.u32_min_value:  # ... only its high end
+        r.s32_max_value = s32(r.u32_max_value)
+        r.u32_min_value = max(r.u32_min_value, u32(r.s32_min_value))
 
 
 def reg64_deduce_bounds(r: Bounds) -> None:

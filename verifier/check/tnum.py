@@ -168,6 +168,24 @@ def tnum_contains(a: Tnum, x: int) -> bool:
     return (x & U64 & ~a.mask) == a.value
 
 
+def tnum_step(a: Tnum, z: int) -> int:
+    """The smallest member of `a` greater than `z`; NO_MEMBER (above every u64) if none."""
+    c = z + 1
+    while c <= U64:
+        diff = (c ^ a.value) & ~a.mask & U64  # known bits where c is wrong
+        if not diff:
+            return c
+        h = diff.bit_length() - 1
+        low = (1 << (h + 1)) - 1
+        if a.value >> h & 1:  # c has a 0 where a needs a 1: raise that bit, lowest tail
+            return (c & ~low) | (a.value & low)
+        c = ((c >> (h + 1)) + 1) << (h + 1)  # c has a 1 where a needs a 0: carry above it
+    return NO_MEMBER
+
+
+NO_MEMBER = U64 + 1
+
+
 def tnum_subreg(a: Tnum) -> Tnum:
     return tnum_cast(a, 4)
 
