@@ -9,15 +9,33 @@ from __future__ import annotations
 from verifier.check.env import Env
 from verifier.check.precision import mark_regs_precise
 from verifier.check.scalar import (
+    mark_reg_known,
     reg_bounds_sync,
     scalar_alu,
+    scalar_alu_forks,
     scalar_end,
     scalar_mov32,
     scalar_movsx,
     scalar_neg,
 )
-from verifier.check.scalar_bounds import S32_MAX, S32_MIN, S64_MAX, S64_MIN, mark_reg32_unbounded, s64
-from verifier.check.state import BPF_ADD_CONST, U64_MASK, RegState, VerifierState, scalar
+from verifier.check.scalar_bounds import (
+    S32_MAX,
+    S32_MIN,
+    S64_MAX,
+    S64_MIN,
+    mark_reg32_known,
+    mark_reg32_unbounded,
+    s64,
+)
+from verifier.check.state import (
+    BPF_ADD_CONST,
+    BPF_ADD_CONST32,
+    BPF_ADD_CONST64,
+    U64_MASK,
+    RegState,
+    VerifierState,
+    scalar,
+)
 from verifier.check.tnum import tnum_add, tnum_is_const, tnum_sub
 from verifier.isa.insn import (
     BPF_ADD,
@@ -35,6 +53,7 @@ from verifier.isa.insn import (
     BPF_REG_10,
     BPF_RSH,
     BPF_SUB,
+    BPF_TO_BE,
     BPF_XOR,
     Insn,
 )
@@ -126,7 +145,9 @@ def assign_scalar_id_before_mov(env: Env, reg: RegState) -> None:
         reg.id = env.new_id()
 
 
-def check_alu_op(env: Env, state: VerifierState, insn: Insn) -> None:
+def check_alu_op(env: Env, state: VerifierState, insn: Insn) -> VerifierState | None:
+    """One ALU insn; returns a state to explore from this same insn (`maybe_fork_scalars`)
+    or None."""
     regs = state.cur.regs
     op, alu64 = insn.op, insn.cls == BPF_ALU64
     if op not in ALU_OP_TEXT:
@@ -139,7 +160,9 @@ def check_alu_op(env: Env, state: VerifierState, insn: Insn) -> None:
         if op == BPF_END and insn.imm not in (16, 32, 64):
             env.reject(f"invalid BPF_END imm {insn.imm}")
         res = dst.copy()
-        res.id, res.off, res.precise = 0, 0, False
+        res.precise = False
+        if not (op == BPF_END and insn.imm == 64 and insn.cls != BPF_ALU64 and not insn.code & BPF_TO_BE):
+            res.id, res.off = 0, 0  # only le64 (a no-op) keeps the register's id
         if op == BPF_NEG:
             scalar_neg(res, alu64)
         else:
@@ -164,20 +187,42 @@ def check_alu_op(env: Env, state: VerifierState, insn: Insn) -> None:
         return
     res = dst.copy()
     res.precise = False
+    fork = None
+    if scalar_alu_forks(res, src, op, alu64):
+        # 6.18 splits `x &= K` / `x |= K` on an x in [-1, 0]: the other path redoes this
+        # insn with x = 0, this one goes on with x = -1
+        fork = state.copy()
+        zero, ones = fork.cur.regs[insn.dst], res
+        if alu64:
+            mark_reg_known(zero, 0)
+            mark_reg_known(ones, U64_MASK)
+        else:
+            mark_reg32_known(zero, 0)
+            mark_reg32_known(ones, U32_MASK)
+    wide_before = bool(res.umax_value >> 32)
     scalar_alu(res, src, op, alu64)
-    _link_after_alu(res, src, op, alu64)
+    _link_after_alu(res, src, op, alu64, wide_before)
     regs[insn.dst] = res
+    return fork
 
 
-def _link_after_alu(res: RegState, src: RegState, op: int, alu64: bool) -> None:
-    """`rX += K` keeps rX linked to its copies with the delta K (`BPF_ADD_CONST`); any other
-    op breaks the link, so no refinement of one register reaches the others wrongly."""
-    if op in (BPF_ADD, BPF_SUB) and res.id and alu64 and tnum_is_const(src.var_off):
-        val = s64(src.var_off.value)
-        fits = S32_MIN <= val <= S32_MAX and not (op == BPF_SUB and val == S32_MIN)
-        if fits and not res.id & BPF_ADD_CONST:
-            res.id |= BPF_ADD_CONST
-            res.off = val if op == BPF_ADD else -val
+def _link_after_alu(res: RegState, src: RegState, op: int, alu64: bool, wide_before: bool) -> None:
+    """`rX += K` / `rX -= K` keeps rX linked to its copies with the delta (`BPF_ADD_CONST`);
+    any other op breaks the link, so no refinement of one register reaches the others
+    wrongly. A 32-bit add keeps it only for a value that fit in 32 bits before."""
+    const = tnum_is_const(src.var_off) if alu64 else not src.var_off.mask & U32_MASK
+    if op in (BPF_ADD, BPF_SUB) and res.id and const:
+        val = src.var_off.value if alu64 else src.var_off.value & U32_MASK
+        off = signed_value(val, 32)
+        broken = (
+            (alu64 and not S32_MIN <= s64(val) <= S32_MAX)
+            or (not alu64 and (res.id & BPF_ADD_CONST64 or wide_before))
+            or (op == BPF_SUB and off == S32_MIN)
+            or res.id & BPF_ADD_CONST
+        )
+        if not broken:
+            res.id |= BPF_ADD_CONST64 if alu64 else BPF_ADD_CONST32
+            res.off = off if op == BPF_ADD else -off
             return
     res.id, res.off = 0, 0
 

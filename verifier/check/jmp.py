@@ -11,13 +11,19 @@ from collections.abc import Callable
 from verifier.check.alu import check_reg_read
 from verifier.check.env import Env
 from verifier.check.precision import mark_regs_precise
-from verifier.check.scalar import reg_bounds_sync
-from verifier.check.scalar_alu import scalar32_min_max_add, scalar_min_max_add
+from verifier.check.scalar import reg_bounds_sync, scalar_alu
 from verifier.check.scalar_bounds import Scalar, is_reg_const, mark_reg_known, reg_const_value
 from verifier.check.scalar_cmp import flip_opcode, is_branch_taken, regs_refine_cond_op, rev_opcode
-from verifier.check.state import BPF_ADD_CONST, RegState, VerifierState, mark_ptr_or_null_regs, scalar
-from verifier.check.tnum import tnum_add
+from verifier.check.state import (
+    BPF_ADD_CONST,
+    BPF_ADD_CONST32,
+    RegState,
+    VerifierState,
+    mark_ptr_or_null_regs,
+    scalar,
+)
 from verifier.isa.insn import (
+    BPF_ADD,
     BPF_JEQ,
     BPF_JGE,
     BPF_JGT,
@@ -96,29 +102,34 @@ def branch_taken(dst: RegState, src: RegState, op: int, is32: bool) -> int:
     return is_branch_taken(dst, src, op, is32)
 
 
-def _linked(state: VerifierState, reg_id: int) -> list[RegState]:
+def _linked(env: Env, state: VerifierState, reg_id: int) -> list[RegState]:
+    """`collect_linked_regs`: the scalars sharing `reg_id`, registers only where live."""
     base = reg_id & ~BPF_ADD_CONST
-    return [r for r in state.all_regs() if r.type == SCALAR_VALUE and r.id and r.id & ~BPF_ADD_CONST == base]
+    out = []
+    for fr, frame in enumerate(state.frames):
+        ip = env.insn_idx if fr == state.curframe else state.frames[fr + 1].callsite
+        live = env.live_regs[ip] if env.live_regs else (1 << 10) - 1
+        out += [r for regno, r in enumerate(frame.regs[:10]) if live >> regno & 1]
+        out += [slot.spilled_ptr for slot in frame.stack if slot.is_spill]
+    return [r for r in out if r.type == SCALAR_VALUE and r.id and r.id & ~BPF_ADD_CONST == base]
 
 
-def sync_linked_regs(state: VerifierState, known: RegState) -> None:
+def sync_linked_regs(env: Env, state: VerifierState, known: RegState) -> None:
     """`sync_linked_regs`: registers sharing `known`'s id take its refined value (plus
-    their delta for `id + off` links)."""
-    for reg in _linked(state, known.id):
+    their delta for `id + off` links, added at the width of the add that made the link)."""
+    for reg in _linked(env, state, known.id):
         if reg is known:
             continue
         reg_id, reg_off = reg.id, reg.off
-        same = (not reg_id & BPF_ADD_CONST and not known.id & BPF_ADD_CONST) or reg_off == known.off
+        same = reg_off == known.off and (reg_id & BPF_ADD_CONST) == (known.id & BPF_ADD_CONST)
         delta = reg_off - known.off
         _copy_into(reg, known)
-        if same:
+        if same or (not reg_id & BPF_ADD_CONST and not known.id & BPF_ADD_CONST):
             continue
         reg.id, reg.off = reg_id, reg_off
         fake = Scalar()
-        mark_reg_known(fake, delta)
-        scalar32_min_max_add(reg, fake)
-        scalar_min_max_add(reg, fake)
-        reg.var_off = tnum_add(reg.var_off, fake.var_off)
+        mark_reg_known(fake, delta & ((1 << 64) - 1))
+        scalar_alu(reg, fake, BPF_ADD, not reg_id & BPF_ADD_CONST32)
 
 
 def _copy_into(dst: RegState, src: RegState) -> None:
@@ -217,14 +228,14 @@ def check_cond_jmp_op(env: Env, state: VerifierState, insn: Insn) -> tuple[bool,
     if linked:
         idx, fr, _ = state.hist[-1]
         state.hist[-1] = (idx, fr, linked)
-    return True, True, _refine(insn, dst, src, is32)
+    return True, True, _refine(env, insn, dst, src, is32)
 
 
 def _no_refine(state: VerifierState, taken: bool) -> None:
     return None
 
 
-def _refine(insn: Insn, dst: RegState, src: RegState, is32: bool) -> Refine:
+def _refine(env: Env, insn: Insn, dst: RegState, src: RegState, is32: bool) -> Refine:
     op, dregno, sregno = insn.op, insn.dst, insn.src
     if dst.type == SCALAR_VALUE and src.type == SCALAR_VALUE:
         fake = None if insn.uses_reg_src else src
@@ -237,9 +248,9 @@ def _refine(insn: Insn, dst: RegState, src: RegState, is32: bool) -> Refine:
             reg_bounds_sync(r1)
             reg_bounds_sync(r2)
             if fake is None and r2.id:
-                sync_linked_regs(st, r2)
+                sync_linked_regs(env, st, r2)
             if r1.id:
-                sync_linked_regs(st, r1)
+                sync_linked_regs(env, st, r1)
 
         return refine_scalars
     if not is32 and not insn.uses_reg_src and insn.imm == 0 and op in (BPF_JEQ, BPF_JNE) and dst.maybe_null:

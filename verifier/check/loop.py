@@ -156,7 +156,9 @@ class DoCheck:
         env.log.insn(insns, idx)
         cls = insn.cls
         if cls in (BPF_ALU, BPF_ALU64):
-            check_alu_op(env, state, insn)
+            fork = check_alu_op(env, state, insn)
+            if fork is not None:
+                self.push_stack(fork, idx, idx)
             self.log_state(state, idx + 1, regs=_scratched(insn))
             return idx + 1
         if cls in (BPF_LDX, BPF_ST, BPF_STX):

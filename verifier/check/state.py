@@ -35,7 +35,9 @@ STACK_SPILL = int(SpillType.STACK_SPILL)
 STACK_MISC = int(SpillType.STACK_MISC)
 STACK_ZERO = int(SpillType.STACK_ZERO)
 TNUM_ZERO = Tnum(0, 0)
-BPF_ADD_CONST = 1 << 31  # the kernel's flag on a scalar id: "linked, plus `off`"
+BPF_ADD_CONST64 = 1 << 31  # flags on a scalar id: "linked, plus `off`", by a 64-bit add
+BPF_ADD_CONST32 = 1 << 30  # ... by a 32-bit add (the delta applies to the low word)
+BPF_ADD_CONST = BPF_ADD_CONST64 | BPF_ADD_CONST32
 
 
 @dataclass(slots=True)
