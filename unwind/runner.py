@@ -32,6 +32,8 @@ _ZERO_STACK = bytes(STACK_SIZE)  # written between runs; allocated once
 ETH_HLEN = 14
 ETH_P_802_3_MIN = 0x0600
 ETH_P_802_3, ETH_P_802_2 = 0x0001, 0x0004
+# EtherType -> (name, length of the header a test run pulls: sizeof(struct iphdr/ipv6hdr))
+NETWORK_HEADERS = {0x0800: ("IPv4", 20), 0x86DD: ("IPv6", 40)}
 
 
 def default_ctx() -> bytes:
@@ -63,10 +65,14 @@ def skb_ctx(data: bytes, ctx_in: bytes = b"", what: str = "data-in") -> bytes:
     pointers the rewritten loads of data/data_end/data_meta read (verifier.rewrite.ctx_access):
     data at the start of the Ethernet frame, data_end = data + len, data_meta = data (no
     metadata), and the packet itself at `jit.layout.packet_address`. A packet shorter than
-    an Ethernet header or longer than a test run takes is refused, as the kernel refuses it
-    (EINVAL)."""
+    an Ethernet header, an IPv4 or IPv6 one shorter than its network header too, or one
+    longer than a test run takes is refused, as the kernel refuses it (EINVAL)."""
     if len(data) < ETH_HLEN:
         raise LoadError(f"{what}: {len(data)} bytes is shorter than an Ethernet header ({ETH_HLEN})")
+    network = NETWORK_HEADERS.get(eth_protocol(data))
+    if network is not None and len(data) < ETH_HLEN + network[1]:
+        raise LoadError(f"{what}: an {network[0]} packet of {len(data)} bytes is shorter than its Ethernet "
+                        f"and {network[0]} headers ({ETH_HLEN + network[1]})")
     if len(data) > MAX_TEST_RUN_PACKET:
         raise LoadError(f"{what}: {len(data)} bytes is longer than a test run's packet may be "
                         f"({MAX_TEST_RUN_PACKET})")
