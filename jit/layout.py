@@ -1,7 +1,8 @@
 """Fixed guest addresses of the emulated machine: where images, kfunc stubs, the host entry
-stub, the kernel stack, the ctx, the object heap and the maps live. Shared by the JIT (which
-must know call targets when it emits `call rel32`, and map addresses for ld_imm64), the
-machine (which maps them) and the reference interpreter (same addresses)."""
+stub, the kernel stack, the ctx (and a tc program's packet, in the ctx page: `packet_address`),
+the object heap and the maps live. Shared by the JIT (which must know call targets when it
+emits `call rel32`, and map addresses for ld_imm64), the machine (which maps them) and the
+reference interpreter (same addresses)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ CODE_REGION_SIZE = 0x0100_0000
 
 CTX_BASE = 0x0400_0000  # program context (a __sk_buff-like buffer)
 CTX_SIZE = PAGE
+# The ctx page's first CTX_HEAD bytes are the ctx and the hidden pointers the rewritten ctx
+# loads read (verifier.rewrite.ctx_access); a tc test run's packet lies after them, ending
+# exactly at the end of the page so that a read past its end faults on both engines.
+CTX_HEAD = 0x100
 
 HEAP_BASE = 0x0500_0000  # objects returned by bpf_obj_new
 HEAP_SIZE = 0x0010_0000
@@ -31,6 +36,13 @@ MAP_REGION_SIZE = 0x00F0_0000
 STACK_BASE = 0x0700_0000  # the "kernel stack" all BPF frames live on, guard page below it
 STACK_SIZE = 0x0001_0000
 STACK_TOP = STACK_BASE + STACK_SIZE - 0x100  # initial rsp of the host stub (16-aligned)
+
+
+def packet_address(length: int) -> int:
+    """Where a packet of `length` bytes starts: it ends at the end of the ctx page."""
+    if not 0 <= length <= CTX_SIZE - CTX_HEAD:
+        raise ValueError(f"a packet of {length} bytes does not fit the ctx page")
+    return CTX_BASE + CTX_SIZE - length
 
 
 def stub_address(slot: int) -> int:

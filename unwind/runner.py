@@ -1,7 +1,8 @@
 """Run a `JitProgram` once: machine + kernel model + ledger, ctx set up, result collected.
 
 The JIT must have been compiled with `unwind.jit_kernel.kfunc_stub_addrs()`; a program whose
-`stub_addrs` disagree is refused before it runs (its calls would land on the wrong stubs)."""
+`stub_addrs` disagree is refused before it runs (its calls would land on the wrong stubs).
+The ctx is one page (`skb_ctx`): the __sk_buff, the packet pointers and a tc test run's packet."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ import struct
 import time
 
 from jit.image import JitProgram
-from jit.layout import CTX_BASE, CTX_SIZE, STACK_BASE, STACK_SIZE
+from jit.layout import CTX_BASE, CTX_SIZE, STACK_BASE, STACK_SIZE, packet_address
 from jit.machine import Machine, MachineError
 from unwind.jit_kernel import Kernel, kfunc_stub_addrs
 from unwind.kernel.ledger import Ledger
 from unwind.result import RunResult
 from verifier.errors import LoadError
+from verifier.rewrite.ctx_access import SKB_CTX_SIZE, SLOT_FIELDS
 
-CTX_LEN = 192  # a __sk_buff-like buffer
+CTX_LEN = SKB_CTX_SIZE  # a __sk_buff-like buffer
+# The kernel's limit on a test run's packet: PAGE_SIZE - NET_SKB_PAD - the aligned
+# skb_shared_info (x86-64), measured on the live kernel (3713 bytes: EINVAL).
+MAX_TEST_RUN_PACKET = 3712
 DEFAULT_PKT_LEN = 74
 ETH_P_IP = 0x0800
 
@@ -27,14 +32,14 @@ _ZERO_STACK = bytes(STACK_SIZE)  # written between runs; allocated once
 ETH_HLEN = 14
 ETH_P_802_3_MIN = 0x0600
 ETH_P_802_3, ETH_P_802_2 = 0x0001, 0x0004
+# EtherType -> (name, length of the header a test run pulls: sizeof(struct iphdr/ipv6hdr))
+NETWORK_HEADERS = {0x0800: ("IPv4", 20), 0x86DD: ("IPv6", 40)}
 
 
 def default_ctx() -> bytes:
-    """len = 74 at offset 0, protocol = htons(ETH_P_IP) at 16 (reads as 8 little-endian)."""
-    buf = bytearray(CTX_LEN)
-    struct.pack_into("<I", buf, 0, DEFAULT_PKT_LEN)
-    struct.pack_into(">H", buf, 16, ETH_P_IP)  # network order in a zeroed u32
-    return bytes(buf)
+    """The ctx of a test run on `default_packet()`: len = 74 at offset 0, protocol =
+    htons(ETH_P_IP) at 16 (reads as 8 little-endian), and the packet (`skb_ctx`)."""
+    return skb_ctx(default_packet())
 
 
 def default_packet() -> bytes:
@@ -54,18 +59,34 @@ def eth_protocol(data: bytes) -> int:
 
 
 def skb_ctx(data: bytes, ctx_in: bytes = b"", what: str = "data-in") -> bytes:
-    """The `__sk_buff` a tc program sees when BPF_PROG_TEST_RUN runs it on packet `data`
-    with context `ctx_in` (may be empty): the fields the caller may set come from ctx_in,
-    len from the packet and protocol from its Ethernet header. A packet shorter than an
-    Ethernet header is refused, as the kernel refuses it (EINVAL)."""
+    """The ctx page a tc program sees when BPF_PROG_TEST_RUN runs it on packet `data` with
+    context `ctx_in` (may be empty). Its `__sk_buff`: the fields the caller may set come
+    from ctx_in, len from the packet and protocol from its Ethernet header. Then the hidden
+    pointers the rewritten loads of data/data_end/data_meta read (verifier.rewrite.ctx_access):
+    data at the start of the Ethernet frame, data_end = data + len, data_meta = data (no
+    metadata), and the packet itself at `jit.layout.packet_address`. A packet shorter than
+    an Ethernet header, an IPv4 or IPv6 one shorter than its network header too, or one
+    longer than a test run takes is refused, as the kernel refuses it (EINVAL)."""
     if len(data) < ETH_HLEN:
         raise LoadError(f"{what}: {len(data)} bytes is shorter than an Ethernet header ({ETH_HLEN})")
+    network = NETWORK_HEADERS.get(eth_protocol(data))
+    if network is not None and len(data) < ETH_HLEN + network[1]:
+        raise LoadError(f"{what}: an {network[0]} packet of {len(data)} bytes is shorter than its Ethernet "
+                        f"and {network[0]} headers ({ETH_HLEN + network[1]})")
+    if len(data) > MAX_TEST_RUN_PACKET:
+        raise LoadError(f"{what}: {len(data)} bytes is longer than a test run's packet may be "
+                        f"({MAX_TEST_RUN_PACKET})")
     if len(ctx_in) > CTX_LEN:
         raise LoadError(f"ctx-in: {len(ctx_in)} bytes is larger than __sk_buff ({CTX_LEN})")
-    buf = bytearray(ctx_in.ljust(CTX_LEN, b"\0"))
+    buf = bytearray(ctx_in.ljust(CTX_SIZE, b"\0"))
     struct.pack_into("<I", buf, 0, len(data))
     struct.pack_into("<I", buf, 16, 0)
     struct.pack_into(">H", buf, 16, eth_protocol(data))
+    start = packet_address(len(data))
+    pointers = {"data": start, "data_end": start + len(data), "data_meta": start}
+    for slot, name in SLOT_FIELDS.items():
+        struct.pack_into("<Q", buf, slot, pointers[name])
+    buf[start - CTX_BASE :] = data
     return bytes(buf)
 
 

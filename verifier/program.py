@@ -302,3 +302,5 @@ class CheckResult:
     seen_insns: set[int]  # insns reached by do_check (the rest is dead code)
     log: list[str] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
+    # pcs of ctx loads of __sk_buff data/data_end/data_meta (verifier.rewrite.ctx_access)
+    ctx_packet_loads: frozenset[int] = frozenset()

@@ -153,6 +153,8 @@ def compare(prog: Program, obj: LoadedObject | None, source: str, data: bytes | 
     """Compare one program; never raises for a verdict, only for unusable input."""
     c = Comparison(source, prog.name)
     data = default_packet() if data is None else data
+    if prog.prog_type in SKB_PROG_TYPES:
+        skb_ctx(data, ctx_in)  # a packet no test run takes is unusable input (LoadError)
     vp: VerifiedProgram | None = None
     try:
         vp = pipeline.verify(prog, log_level=1)

@@ -20,10 +20,12 @@ normalisations, each with its reason:
    `struct sk_buff` field (convert_ctx_accesses); a load that differs only in size and
    offset is accepted when it reads the sk_buff field of the same name at its vmlinux BTF
    offset and size (`len`, `protocol`), or, for the ctx fields our model does not name, when
-   it keeps its registers (reported as unchecked). A narrow load (`*(u16 *)(r1 + 0)` of the
-   u32 `len`) may be followed in the kernel's code by the shift and mask that cut it out of
-   the wider field: the insns are aligned across them, and every jump must land on the same
-   aligned insn on both sides.
+   it keeps its registers (reported as unchecked). Our 64-bit load of a packet pointer from
+   the hidden ctx area (verifier.rewrite.ctx_access) must be the kernel's 64-bit load of
+   `skb->data`, or of `data_end`/`data_meta` in the `struct bpf_skb_data_end` at `skb->cb`.
+   A narrow load (`*(u16 *)(r1 + 0)` of the u32 `len`) may be followed in the kernel's code
+   by the shift and mask that cut it out of the wider field: the insns are aligned across
+   them, and every jump must land on the same aligned insn on both sides.
 Anything else is a difference, reported with both instructions."""
 
 from __future__ import annotations
@@ -39,12 +41,14 @@ from verifier.isa.insn import BPF_PSEUDO_CALL, BPF_PSEUDO_KFUNC_CALL, Insn
 from verifier.program import VerifiedProgram
 from verifier.protos.helpers import HELPERS_BY_ID, HELPERS_BY_NAME
 from verifier.protos.kfuncs import KFUNCS_BY_ID
+from verifier.rewrite.ctx_access import SLOT_FIELDS
 
 SKB_FIELDS = {0: "len", 16: "protocol"}  # our __sk_buff offsets -> struct sk_buff member
 OBJ_META_KFUNCS = (
     "bpf_obj_new_impl", "bpf_obj_drop_impl", "bpf_percpu_obj_new_impl", "bpf_percpu_obj_drop_impl",
 )  # fmt: skip
 SIZE_CODES = {1: 0x10, 2: 0x08, 4: 0x00, 8: 0x18}
+LDX_DW = 0x79
 BPF_ADDR_PERCPU = -1  # the `off` of the kernel-internal per-CPU move (BPF_MOV64_PERCPU_REG)
 INLINE_TAIL = ("inline",)  # a kernel insn that continues an inlined helper call
 
@@ -65,9 +69,9 @@ class XlatedDiff:
 
 
 @functools.cache
-def skb_field(name: str) -> tuple[int, int] | None:
-    """(byte offset, size) of `struct sk_buff`'s member `name` in the running kernel, looking
-    through the anonymous structs and unions it is grouped in."""
+def struct_field(struct: str, name: str) -> tuple[int, int] | None:
+    """(byte offset, size) of member `name` of `struct <struct>` in the running kernel,
+    looking through the anonymous structs and unions it is grouped in."""
     btf = vmlinux_btf()
 
     def find(type_id: int, base: int) -> tuple[int, int] | None:
@@ -81,7 +85,21 @@ def skb_field(name: str) -> tuple[int, int] | None:
                     return found
         return None
 
-    return next((f for t in btf.find("sk_buff") if t.kind == 4 and (f := find(t.id, 0))), None)
+    return next((f for t in btf.find(struct) if t.kind == 4 and (f := find(t.id, 0))), None)
+
+
+def skb_field(name: str) -> tuple[int, int] | None:
+    """(byte offset, size) of `struct sk_buff`'s member `name` in the running kernel."""
+    return struct_field("sk_buff", name)
+
+
+def packet_pointer_field(name: str) -> tuple[int, int] | None:
+    """Where the kernel's converted load of `__sk_buff.<name>` (data, data_end, data_meta)
+    reads: `skb->data`, or the member of `struct bpf_skb_data_end` kept in `skb->cb`."""
+    if name == "data":
+        return skb_field("data")
+    cb, inner = skb_field("cb"), struct_field("bpf_skb_data_end", name)
+    return (cb[0] + inner[0], inner[1]) if cb is not None and inner is not None else None
 
 
 def _call_name(insn: Insn, kernel: bool) -> str:
@@ -187,10 +205,11 @@ def _ctx_pair(ours: tuple, theirs: tuple) -> str | None:
     _, kcode, kdst, ksrc, koff, _kimm = theirs
     if code & 0x07 != 0x01 or kcode & 0x07 != 0x01 or (dst, src) != (kdst, ksrc):
         return None
-    field = SKB_FIELDS.get(off)
+    packet = SLOT_FIELDS.get(off) if code == LDX_DW else None
+    field = SKB_FIELDS.get(off) if packet is None else packet
     if field is None:
         return "unchecked"
-    where = skb_field(field)
+    where = skb_field(field) if packet is None else packet_pointer_field(packet)
     if where is None:
         return None
     foff, fsize = where

@@ -48,6 +48,7 @@ def check(prog: Program, log_level: int = 1) -> CheckResult:
         seen_insns=env.seen_insns,
         log=list(env.log.lines),
         stats=check_stats(env),
+        ctx_packet_loads=frozenset(env.ctx_packet_loads),
     )
 
 

@@ -33,6 +33,7 @@ from verifier.isa.insn import (
     ld_imm64_value,
 )
 from verifier.regtypes import (
+    PTR_TO_BTF_ID,
     PTR_TO_CTX,
     PTR_TO_PACKET,
     PTR_TO_PACKET_END,
@@ -54,6 +55,7 @@ U32_CTX_FIELDS = (0, 16)  # __sk_buff.len and .protocol: u32, the kernel refuses
 SKB_PACKET_FIELDS = {76: PTR_TO_PACKET, 80: PTR_TO_PACKET_END, 140: PTR_TO_PACKET_META}
 XDP_PACKET_FIELDS = {0: PTR_TO_PACKET, 4: PTR_TO_PACKET_END, 8: PTR_TO_PACKET_META}
 PACKET_CTX_TYPES = frozenset({"tc"})
+NO_MISMATCH_TYPES = frozenset({PTR_TO_CTX, PTR_TO_BTF_ID})  # `reg_type_mismatch_ok` is false
 
 
 def check_mem_insn(env: Env, state: VerifierState, insn: Insn) -> tuple[int | None, tuple[int, int] | None]:
@@ -75,6 +77,7 @@ def check_mem_insn(env: Env, state: VerifierState, insn: Insn) -> tuple[int | No
         elif insn.mode == BPF_MEMSX and val.type != SCALAR_VALUE:
             env.reject(f"R{insn.dst} sign-extending load of a pointer prohibited")
         state.cur.regs[insn.dst] = val
+        save_aux_ptr_type(env, ptr.type)
         return insn.dst, _fixed_slot(ptr, insn.off)
     if insn.mode == BPF_ATOMIC:
         env.reject("BPF_ATOMIC is not supported by bpf-unwind")
@@ -88,7 +91,16 @@ def check_mem_insn(env: Env, state: VerifierState, insn: Insn) -> tuple[int | No
         value = scalar(insn.imm & U64_MASK)  # the kernel's fake register: the imm sign-extended
         imm = True
     check_mem_access(env, state, insn.dst, insn.off, size, (value, imm))
+    save_aux_ptr_type(env, ptr.type)
     return None, _fixed_slot(ptr, insn.off)
+
+
+def save_aux_ptr_type(env: Env, ptr_type: int) -> None:
+    """`save_aux_ptr_type`: every path must access memory through the same kind of pointer
+    when either is one whose accesses are rewritten (the ctx, a BTF object)."""
+    prev = env.insn_ptr_types.setdefault(env.insn_idx, ptr_type)
+    if prev != ptr_type and {base_type(prev), base_type(ptr_type)} & NO_MISMATCH_TYPES:
+        env.reject("same insn cannot be used with different pointers")
 
 
 def _fixed_slot(ptr: RegState, off: int) -> tuple[int, int] | None:
@@ -160,6 +172,7 @@ def check_ctx_access(env: Env, regno: int, reg: RegState, off: int, size: int,
     if pkt is not None:
         if size != 4:
             env.reject(f"invalid bpf_context access off={total} size={size}")
+        env.ctx_packet_loads.add(env.insn_idx)  # converted by verifier.rewrite.ctx_access
         return RegState(pkt)
     return scalar()
 

@@ -8,6 +8,9 @@ Kernel order (bpf_check after do_check), privileged load:
    no verified code calls, which the checker never verifies, as the kernel; main and the
    exception callback never do, one whose insns were not marked seen is kept whole), then
    every `ja +0`.
+1b. convert_ctx_accesses, its packet part only: a tc program's u32 loads of
+   `__sk_buff.data`/`data_end`/`data_meta` become 64-bit loads of the real pointers
+   (verifier.rewrite.ctx_access), one insn for one.
 2. The do_misc_fixups loop over the program's own insns:
    - div/mod guards the JIT relies on (no division fault in the image): sdiv/smod by the
      constant -1, division and modulo by a register (mainline sequences, AX = BPF_REG_AX),
@@ -74,6 +77,7 @@ from verifier.isa.insn import (
 from verifier.program import CheckResult, FdTab, StructType, Subprog, SubprogKind, VerifiedProgram
 from verifier.protos.kfuncs import BPF_THROW_BTF_ID, KFUNCS_BY_NAME, is_bpf_throw_kfunc
 from verifier.rewrite.consts import RegState, constants_at
+from verifier.rewrite.ctx_access import convert_ctx_accesses
 from verifier.rewrite.patch import (
     Edit,
     PatchState,
@@ -102,6 +106,10 @@ def finalize(result: CheckResult) -> VerifiedProgram:
     _hard_wire_dead_code_branches(state)
     stats["dead_insns_removed"] = _remove_dead_code(state)
     stats["nops_removed"] = _remove_nops(state)
+    try:
+        stats["ctx_loads_converted"] = convert_ctx_accesses(state, result.ctx_packet_loads)
+    except ValueError as err:
+        raise _internal(str(err), result) from None
     stats["insns_patched"] = _misc_fixups(state, result)
     stats["throws_redirected"] = _exception_fixups(state, result)
     _check_descriptors(state, result)
