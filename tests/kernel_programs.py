@@ -237,6 +237,7 @@ def call(f: Func, callee: Sig) -> None:
             ctx = f.of(CTX)
             if not ctx:  # no ctx left here: pass a scalar, the kernel rejects it
                 f.emit(f"r1 = {f.imm()}")
+                f.ctx_lost = True
             elif ctx[0] != 1:
                 f.emit(f"r1 = r{ctx[0]}")
         else:
@@ -382,7 +383,9 @@ def labelled_programs(draw: Callable, features: frozenset[str] = frozenset()) ->
         out += funcs[sig.name].lines
         out.append("")
     flawed_func = funcs[sigs[where].name] if flawed else None
-    if flawed_func is None or flawed_func.flaw_state is None:
+    if any(func.ctx_lost for func in funcs.values()):  # never with features
+        expect = "unknown"
+    elif flawed_func is None or flawed_func.flaw_state is None:
         expect = "accept"
     elif flawed_func.flaw_state == "certain" and not any(_throws(c, funcs) for c in flawed_func.flaw_calls):
         expect = "reject" if features else "unknown"

@@ -85,6 +85,7 @@ class Func:
     throws: bool = False  # the function contains a bpf_throw
     flaw_state: str | None = None  # "certain" / "uncertain" once the flaw is placed
     flaw_calls: set[str] = field(default_factory=set)  # static calls made before the flaw
+    ctx_lost: bool = False  # a callee taking the ctx got a scalar (the kernel refuses that)
 
     def label(self) -> str:
         self.labels[0] += 1
