@@ -5,7 +5,8 @@ says what the kernel surely knows about them.
 - `st_bounded`: a new bounded scalar: a mask (`&=`, 64 or 32 bits) or a shift (`>>=`,
   `s>>=`) of an unknown, a u8/u16 stack load, a ctx field, a sign extension (movsx);
 - `st_bounded_alu`: arithmetic on a bounded scalar with a constant or another bounded scalar
-  (`+= -= *= &= |= ^= <<= >>= s>>=`, 64 and 32 bits, no division), copies and movsx;
+  (`+= -= *= &= |= ^= <<= >>= s>>=`, neg, 64 and 32 bits, no division), copies, movsx, and
+  a spill and fill through an 8-byte stack slot;
 - `st_range_if`: a conditional jump (JMP or JMP32, immediate or register, signed or unsigned)
   on a bounded scalar. When the model decides it, the side the kernel never takes holds a
   statement the kernel would refuse (a read of a register no path wrote, a store past the
@@ -24,6 +25,7 @@ from tests.kernel_programs_core import IMMS, SCALAR, SKB_LEN, Func, Rng, _block,
 S64, S32 = 1 << 63, 1 << 31
 U32 = Rng(0, (1 << 32) - 1)
 MASKS = (0xFF, 0x3F, 0x38, 0xF0, 0xF, 7, 3, 1, 0x3FF, 0xFFFF, 0x7FFF_FFFF)
+BOUNDED_OPS = ("+=", "-=", "*=", "&=", "|=", "^=", "<<=", ">>=", "s>>=", "mov", "movsx", "neg", "spill")
 UNSIGNED, SIGNED = (">", ">=", "<", "<="), ("s>", "s>=", "s<", "s<=")
 NEGATE = {"==": "!=", "!=": "==", ">": "<=", ">=": "<", "<": ">=", "<=": ">",
           "s>": "s<=", "s>=": "s<", "s<": "s>=", "s<=": "s>"}  # fmt: skip
@@ -214,7 +216,23 @@ def st_bounded_alu(f: Func, depth: int) -> bool:
         return st_bounded(f, depth)
     a = f.draw(st.sampled_from(regs))
     is32 = f.draw(st.booleans())
-    op = f.draw(st.sampled_from(("+=", "-=", "*=", "&=", "|=", "^=", "<<=", ">>=", "s>>=", "mov", "movsx")))
+    op = f.draw(st.sampled_from(BOUNDED_OPS))
+    if op == "spill":  # the kernel keeps a spilled scalar's bounds in its 8-byte slot
+        dst, off, spilled = _dst(f), 8 * f.draw(st.integers(1, 8)), f.bounds[a]
+        f.emit(f"*(u64 *)(r10 - {off}) = r{a}")
+        f.emit(f"r{dst} = *(u64 *)(r10 - {off})")
+        f.slots.add(-off)
+        f.regs[dst], f.bounds[dst] = SCALAR, spilled
+        return True
+    if op == "neg":
+        view = _view(f.bounds[a], is32)
+        f.emit(f"{_w(a, is32)} = -{_w(a, is32)}")
+        if view is not None and -view[0] < (S32 if is32 else S64):
+            lo, hi = -view[1], -view[0]
+            f.bounds[a] = rng(lo, hi) if lo >= 0 or not is32 else Rng(0, (1 << 32) - 1, lo, hi)
+        elif is32:
+            f.bounds[a] = U32
+        return True
     if op in ("mov", "movsx"):
         dst = _dst(f)
         bits = f.draw(st.sampled_from((8, 16) if is32 else (8, 16, 32))) if op == "movsx" else 0
