@@ -64,7 +64,8 @@ def _flaw(f: Func, kind: str) -> bool | None:
         return True
     elif kind == "bad_shift" and (src := f.scalar()) is not None:
         is32 = f.draw(st.booleans())
-        op, amount = f.draw(st.sampled_from(SHIFTS)), f.draw(st.sampled_from((32, 64, 100)))
+        amounts = (64, 100) if f.features and not is32 else (32, 64, 100)  # r << 32 is no flaw
+        op, amount = f.draw(st.sampled_from(SHIFTS)), f.draw(st.sampled_from(amounts))
         f.emit(f"{_w(src, is32)} {op} {amount}")
         return amount >= (32 if is32 else 64)
     elif kind == "ctx_bad_access" and f.of(CTX):
@@ -76,11 +77,11 @@ def _flaw(f: Func, kind: str) -> bool | None:
         f.regs[dst] = SCALAR
         return True
     elif kind == "ctx_arith" and f.of(CTX):
-        op = f.draw(st.sampled_from(("*=", "+=", "|=", "<<=")))
+        op = f.draw(st.sampled_from(("*=", "|=", "<<=") if f.features else ("*=", "+=", "|=", "<<=")))
         # an immediate: with a register the kernel first checks its range ("math between ctx
         # pointer and register with unbounded min value"), docs/deviations.md "scalar ranges"
         f.emit(f"r{f.of(CTX)[0]} {op} 3")
-        return op != "+="  # ctx + 3 is refused only where it is dereferenced
+        return op != "+="  # ctx + 3 is refused only where it is dereferenced (not drawn with features)
     elif kind == "write_fp":
         f.emit(f"r10 = {f.draw(st.sampled_from(('0', 'r1')))}")
         return True
