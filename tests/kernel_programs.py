@@ -58,6 +58,7 @@ from tests.kernel_programs_core import (
     _block,
     _clobber,
     _w,
+    may_throw,
 )  # fmt: skip
 from tests.kernel_programs_loops import st_loop_unknown
 from tests.kernel_programs_memory import st_packet, st_varoff
@@ -346,11 +347,6 @@ def function(draw: Callable, sig: Sig, callees: list[Sig], labels: list[int], fl
     return f
 
 
-def _throws(name: str, funcs: dict[str, Func]) -> bool:
-    """Whether a static function may throw: it or a static function it calls contains a throw."""
-    return funcs[name].throws or any(_throws(c, funcs) for c in funcs[name].calls)
-
-
 @st.composite
 def labelled_programs(draw: Callable, features: frozenset[str] = frozenset()) -> tuple[str, str]:
     """A program and what the kernel must answer: "accept" (no flaw), "reject" (a flaw the
@@ -387,7 +383,7 @@ def labelled_programs(draw: Callable, features: frozenset[str] = frozenset()) ->
         expect = "unknown"
     elif flawed_func is None or flawed_func.flaw_state is None:
         expect = "accept"
-    elif flawed_func.flaw_state == "certain" and not any(_throws(c, funcs) for c in flawed_func.flaw_calls):
+    elif flawed_func.flaw_state == "certain" and not any(may_throw(c, funcs) for c in flawed_func.flaw_calls):
         expect = "reject" if features else "unknown"
     else:
         expect = "unknown"

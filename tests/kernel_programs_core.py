@@ -133,6 +133,11 @@ def _clobber(f: Func) -> None:
     f.maybe.add(0)
 
 
+def may_throw(name: str, funcs: dict[str, Func]) -> bool:
+    """Whether a static function may throw: it or a static function it calls contains a throw."""
+    return funcs[name].throws or any(may_throw(c, funcs) for c in funcs[name].calls)
+
+
 def hull(a: Rng, b: Rng) -> Rng:
     """The smallest range holding both."""
     lo = None if a.lo is None or b.lo is None else min(a.lo, b.lo)
