@@ -18,7 +18,15 @@ f_i only calls f_j with j > i, so there is no recursion):
 The generator tracks which registers hold a scalar or the ctx on every path (a block's writes
 are forgotten at its end) and which stack slots were written, so that a program without a
 flaw is one the kernel accepts. One program in `FLAW_SHARE` gets one deliberate flaw (see
-`FLAWS`) at a random point, so that rejections and their messages are compared too.
+`tests.kernel_flaws.FLAWS`) at a random point, so that rejections and their messages are
+compared too.
+
+`kernel_programs(features)` adds statements that need the kernel's value tracking: "ranges"
+(tests/kernel_programs_ranges.py), "varoff" and "packet" (tests/kernel_programs_memory.py),
+"loops" (tests/kernel_programs_loops.py, and counted loops of up to 16 rounds). With features a
+ctx-taking function keeps the ctx in a reserved register and is only called where a ctx is at
+hand, flaws go to main (with `FEATURE_FLAWS`), and `labelled_programs` tells what the kernel
+must answer. Without features the draws, so the programs, are exactly the base grammar's.
 
 Global subprogs: the kernel learns their arguments from the BTF `unwind.live.asm_btf` writes
 (R1..Rn, n the highest argument register read before written, R1 the ctx when dereferenced
@@ -28,89 +36,35 @@ there (that would change n)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
 
-SCALAR, CTX = "s", "c"
-ALU_OPS = ("+=", "-=", "*=", "/=", "%=", "s/=", "s%=", "|=", "&=", "^=", "<<=", ">>=", "s>>=")
-SHIFTS = ("<<=", ">>=", "s>>=")
-DIVS = ("/=", "%=", "s/=", "s%=")
-JMP_OPS = ("==", "!=", ">", ">=", "<", "<=", "s>", "s>=", "s<", "s<=", "&")
-ENDS = ("be16", "be32", "be64", "le16", "le32", "le64", "bswap16", "bswap32", "bswap64")
-SIZES = {1: "u8", 2: "u16", 4: "u32", 8: "u64"}
-SX = {1: "s8", 2: "s16", 4: "s32"}
-CTX_OFFS = (0, 16)  # __sk_buff.len, __sk_buff.protocol
-STACK = 64  # bytes of stack a function uses
-FLAW_SHARE = 6  # one program in FLAW_SHARE carries a deliberate flaw
-# made by tests/kernel_flaws.py (r0_uninit: by `function`); not drawn, see docs/deviations.md
-# "errors in CFG order": "unreachable" (an insn after the last exit) and "infinite_loop"
-FLAWS = (
-    "uninit_read", "stack_oob", "stack_misaligned", "div_zero", "bad_shift", "ctx_bad_access",
-    "ctx_arith", "write_fp", "r0_uninit", "global_bad_arg",
+from tests.kernel_flaws import FEATURE_FLAWS, FLAWS, flaw
+from tests.kernel_programs_core import (
+    ALU_OPS,
+    CTX,
+    CTX_OFFS,
+    DIVS,
+    ENDS,
+    FEATURES,
+    JMP_OPS,
+    SCALAR,
+    SHIFTS,
+    SIZES,
+    STACK,
+    SX,
+    Func,
+    Sig,
+    _block,
+    _clobber,
+    _w,
+    may_throw,
 )  # fmt: skip
-IMMS = st.one_of(
-    st.integers(-4, 70),
-    st.sampled_from([-1, 0x7FFF_FFFF, -0x8000_0000, 0xFFFF, 0x8000, 0x10000, 255, 256]),
-    st.integers(-(1 << 31), (1 << 31) - 1),
-)
+from tests.kernel_programs_loops import st_loop_unknown
+from tests.kernel_programs_memory import st_packet, st_varoff
+from tests.kernel_programs_ranges import U32, const_rng, st_bounded, st_bounded_alu, st_range_if
 
-
-@dataclass
-class Sig:
-    """A function's calling contract: R1..Rn are arguments, R1 the ctx when `ctx`."""
-
-    name: str
-    is_global: bool
-    nargs: int
-    ctx: bool
-
-
-@dataclass
-class Func:
-    draw: Callable
-    sig: Sig
-    callees: list[Sig]
-    labels: list[int]  # the file's label counter (shared)
-    regs: dict[int, str] = field(default_factory=dict)
-    slots: set[int] = field(default_factory=set)  # fp offsets of written 8-byte slots
-    reserved: set[int] = field(default_factory=set)  # loop counters
-    loops: int = 0  # loop nesting: a loop body keeps every register's kind (no calls either)
-    lines: list[str] = field(default_factory=list)
-    flaw: str | None = None
-    must_call: list[Sig] = field(default_factory=list)  # every function is called somewhere
-    # registers a condition may test: "const" (an immediate moved in) or "raw" (a ctx field,
-    # untouched): we track no ranges (docs/deviations.md, "scalar ranges"), so a condition
-    # the kernel could decide from ranges would differ in dead code
-    fresh: dict[int, str] = field(default_factory=dict)
-
-    def label(self) -> str:
-        self.labels[0] += 1
-        return f".L{self.labels[0]}"
-
-    def emit(self, line: str) -> None:
-        self.lines.append(f"\t{line}")
-        head = line.split(" ", 1)[0]
-        if head[:1] in "rw" and head[1:].isdigit():
-            self.fresh.pop(int(head[1:]), None)  # any write; st_mov_imm and st_ctx re-add
-
-    def of(self, kind: str) -> list[int]:
-        return [r for r, k in sorted(self.regs.items()) if k == kind]
-
-    def writable(self) -> list[int]:
-        keep = self.reserved | ({r for r, k in self.regs.items() if k == CTX} if self.loops else set())
-        return [r for r in range(10) if r not in keep]
-
-    def scalar(self) -> int | None:
-        regs = self.of(SCALAR)
-        return self.draw(st.sampled_from(regs)) if regs else None
-
-    def imm(self) -> int:
-        return self.draw(IMMS)
-
-
-def _w(r: int, is32: bool) -> str:
-    return f"{'w' if is32 else 'r'}{r}"
+FLAW_SHARE = 6  # one program in FLAW_SHARE carries a deliberate flaw
 
 
 # -- statements ------------------------------------------------------------------------------
@@ -119,11 +73,15 @@ def _w(r: int, is32: bool) -> str:
 def st_mov_imm(f: Func) -> None:
     dst = f.draw(st.sampled_from(f.writable()))
     if f.draw(st.integers(0, 5)) == 0:
-        f.emit(f"r{dst} = {f.draw(st.integers(-(1 << 63), (1 << 64) - 1)):#x} ll")
+        value = f.draw(st.integers(-(1 << 63), (1 << 64) - 1))
+        f.emit(f"r{dst} = {value:#x} ll")
     else:
-        f.emit(f"{_w(dst, f.draw(st.booleans()))} = {f.imm()}")
+        is32, value = f.draw(st.booleans()), f.imm()
+        f.emit(f"{_w(dst, is32)} = {value}")
+        value &= 0xFFFF_FFFF if is32 else -1
     f.regs[dst] = SCALAR
     f.fresh[dst] = "const"
+    f.bounds[dst] = const_rng(value)
 
 
 def st_alu(f: Func) -> None:
@@ -175,6 +133,7 @@ def st_ctx(f: Func) -> None:
     f.emit(f"r{dst} = *(u32 *)(r{base} + {f.draw(st.sampled_from(CTX_OFFS))})")
     f.regs[dst] = SCALAR
     f.fresh[dst] = "raw"
+    f.bounds[dst] = U32
 
 
 def _slot(f: Func, size: int) -> int:
@@ -202,48 +161,44 @@ def st_load(f: Func) -> None:
     return None
 
 
-def _cond(f: Func) -> str | None:
+def _cond(f: Func) -> tuple[str, bool] | None:
     """A condition on a constant, or on an untouched ctx field against an immediate both of
-    whose outcomes its u32 range allows (the field is then no longer untouched: ranges)."""
+    whose outcomes its u32 range allows (the field is then no longer untouched: ranges);
+    and whether it is the latter, which the kernel cannot decide."""
     if f.loops or not f.fresh:
         return None
     a = f.draw(st.sampled_from(sorted(f.fresh)))
     is32 = f.draw(st.booleans())
-    if f.fresh.pop(a) == "raw":
+    raw = f.fresh.pop(a) == "raw"
+    if raw:
         rhs = str(f.draw(st.integers(1, (1 << 31) - 1)))
     else:
         f.fresh[a] = "const"
         consts = [r for r, k in f.fresh.items() if k == "const"]
         b = f.draw(st.sampled_from(consts)) if f.draw(st.booleans()) else None
         rhs = _w(b, is32) if b is not None else str(f.imm())
-    return f"if {_w(a, is32)} {f.draw(st.sampled_from(JMP_OPS))} {rhs}"
-
-
-def _block(f: Func, depth: int) -> None:
-    """A nested block: its register and slot facts are forgotten at its end."""
-    regs, slots, fresh = dict(f.regs), set(f.slots), dict(f.fresh)
-    body(f, depth + 1, f.draw(st.integers(1, 4)))
-    f.regs = {r: k for r, k in f.regs.items() if regs.get(r) == k}
-    f.fresh = {r: k for r, k in f.fresh.items() if fresh.get(r) == k}
-    f.slots = slots
+    return f"if {_w(a, is32)} {f.draw(st.sampled_from(JMP_OPS))} {rhs}", raw
 
 
 def st_if(f: Func, depth: int) -> None:
-    cond = _cond(f)
-    if cond is None:
+    drawn = _cond(f)
+    if drawn is None:
         return st_mov_imm(f)
+    cond, raw = drawn
     end = f.label()
     if f.draw(st.booleans()):
         f.emit(f"{cond} goto {end}")
-        _block(f, depth)
+        threw = [_block(f, depth, doubt=not raw)]
     else:
         other = f.label()
         f.emit(f"{cond} goto {other}")
-        _block(f, depth)
+        threw = [_block(f, depth, doubt=not raw)]
         f.emit(f"goto {end}")
         f.lines.append(f"{other}:")
-        _block(f, depth)
+        threw.append(_block(f, depth, doubt=not raw))
     f.lines.append(f"{end}:")
+    # past the block: dead when every way there threw, or may be when the kernel decides
+    f.doubt |= all(threw) and len(threw) == 2 or any(threw) and not raw
     return None
 
 
@@ -253,12 +208,14 @@ def st_loop(f: Func, depth: int) -> None:
         return st_alu(f)
     ctr = f.draw(st.sampled_from(free))
     top = f.label()
-    f.emit(f"r{ctr} = {f.draw(st.integers(1, 4))}")
+    f.emit(f"r{ctr} = {f.draw(st.integers(1, 16 if 'loops' in f.features else 4))}")
     f.lines.append(f"{top}:")
     f.reserved.add(ctr)
     f.regs[ctr] = SCALAR
     f.loops += 1
+    f.bounds = {}  # what holds in round one may not in round two
     _block(f, depth + 1)
+    f.bounds = {}
     f.loops -= 1
     f.reserved.discard(ctr)
     f.regs[ctr] = SCALAR
@@ -268,9 +225,11 @@ def st_loop(f: Func, depth: int) -> None:
 
 
 def st_call(f: Func) -> None:
-    if not f.callees or f.loops:
+    # with features, a callee taking the ctx is only called with the ctx at hand
+    callees = [c for c in f.callees if not (f.features and c.ctx and f.ctx() is None)]
+    if not callees or f.loops:
         return st_alu(f)
-    return call(f, f.draw(st.sampled_from(f.callees)))
+    return call(f, f.draw(st.sampled_from(callees)))
 
 
 def call(f: Func, callee: Sig) -> None:
@@ -279,6 +238,7 @@ def call(f: Func, callee: Sig) -> None:
             ctx = f.of(CTX)
             if not ctx:  # no ctx left here: pass a scalar, the kernel rejects it
                 f.emit(f"r1 = {f.imm()}")
+                f.ctx_lost = True
             elif ctx[0] != 1:
                 f.emit(f"r1 = r{ctx[0]}")
         else:
@@ -287,14 +247,9 @@ def call(f: Func, callee: Sig) -> None:
         f.regs[r] = CTX if r == 1 and callee.ctx else SCALAR
     f.emit(f"call {callee.name}")
     _clobber(f)
+    if not callee.is_global:  # a static callee may throw on every path: what follows may be dead
+        f.calls.add(callee.name)
     return None
-
-
-def _clobber(f: Func) -> None:
-    for r in range(6):
-        f.regs.pop(r, None)
-        f.fresh.pop(r, None)
-    f.regs[0] = SCALAR
 
 
 def st_throw(f: Func) -> None:
@@ -303,6 +258,7 @@ def st_throw(f: Func) -> None:
         f.emit(f"r1 = {f.imm() if src is None else f'r{src}'}")
     f.emit("call bpf_throw")
     _clobber(f)
+    f.doubt = f.thrown = f.throws = True
 
 
 def statement(f: Func, depth: int) -> None:
@@ -312,21 +268,38 @@ def statement(f: Func, depth: int) -> None:
     # no throw inside a loop: Linux 6.18 refuses it with "verifier bug: scc exit: no visit info
     # for call chain" (docs/deviations.md, "bpf_throw inside a bounded loop")
     choices += ["throw"] if depth > 0 and not f.loops else []
+    choices += _feature_choices(f, depth) if f.features else []
     kind = f.draw(st.sampled_from(choices))
     if kind in ("if", "loop"):
         (st_if if kind == "if" else st_loop)(f, depth)
+    elif kind in FEATURE_STATEMENTS:
+        if not FEATURE_STATEMENTS[kind](f, depth):
+            st_alu(f)
     else:
         {"alu": st_alu, "unary": st_unary, "ctx": st_ctx, "store": st_store, "load": st_load,
          "mov": st_mov_imm, "call": st_call, "throw": st_throw}[kind](f)  # fmt: skip
+
+
+FEATURE_STATEMENTS: dict[str, Callable[[Func, int], bool]] = {
+    "bounded": st_bounded, "bounded_alu": st_bounded_alu, "range_if": st_range_if,
+    "varoff": st_varoff, "packet": st_packet, "loop_unknown": st_loop_unknown,
+}  # fmt: skip
+
+
+def _feature_choices(f: Func, depth: int) -> list[str]:
+    choices = ["bounded"] * 3 + ["bounded_alu"] * 3 + ["range_if"] * 4 if "ranges" in f.features else []
+    choices += ["varoff"] * 4 if "varoff" in f.features else []
+    choices += ["packet"] * 4 if "packet" in f.features and f.ctx() is not None else []
+    choices += ["loop_unknown"] * 2 if "loops" in f.features and depth < 2 else []
+    return choices
 
 
 def body(f: Func, depth: int, count: int) -> None:
     for _ in range(count):
         if depth == 0 and f.must_call and f.draw(st.booleans()):
             call(f, f.must_call.pop())
-        if f.flaw is not None and f.draw(st.integers(0, 7)) == 0:
-            from tests.kernel_flaws import flaw  # the flaws build on this module
-
+        # with features, no flaw where the kernel may find the point dead (it would not see it)
+        if f.flaw is not None and not (f.features and f.doubt) and f.draw(st.integers(0, 7)) == 0:
             flaw(f, f.flaw)
             f.flaw = None
         statement(f, depth)
@@ -336,8 +309,9 @@ def body(f: Func, depth: int, count: int) -> None:
 
 
 def function(draw: Callable, sig: Sig, callees: list[Sig], labels: list[int], flaw_kind: str | None,
-             must_call: list[Sig]) -> list[str]:  # fmt: skip
-    f = Func(draw, sig, callees, labels, flaw=flaw_kind, must_call=must_call)
+             must_call: list[Sig], features: frozenset[str] = frozenset()) -> Func:  # fmt: skip
+    f = Func(draw, sig, callees, labels, flaw=flaw_kind, must_call=must_call, body=body, features=features)
+    f.maybe = {1} if sig.name == "main" else {1, 2, 3, 4, 5}  # a static callee gets R1-R5 as set
     f.lines.append(f"{sig.name}:")
     if sig.ctx:
         f.regs[1] = CTX
@@ -351,27 +325,35 @@ def function(draw: Callable, sig: Sig, callees: list[Sig], labels: list[int], fl
         dst = draw(st.sampled_from((6, 7, 8, 9)))
         f.emit(f"r{dst} = r{sig.nargs}")  # R1..Rn are read: asm_btf finds n arguments
         f.regs[dst] = SCALAR
+    if features and sig.ctx:
+        f.keeper = draw(st.sampled_from((6, 7, 8, 9)))
+        f.emit(f"r{f.keeper} = r1")
+        f.regs[f.keeper] = CTX
+        f.reserved.add(f.keeper)
     body(f, 0, draw(st.integers(1, 12)))
     while f.must_call:
         call(f, f.must_call.pop())
-    if f.flaw == "r0_uninit" and 0 not in f.regs:
+    if f.flaw == "r0_uninit" and 0 not in (f.maybe if features else f.regs):
         f.emit("exit")
-        return f.lines
+        f.flaw_state, f.flaw_calls = ("uncertain" if f.doubt else "certain"), set(f.calls)
+        return f
     if f.flaw is not None:
-        from tests.kernel_flaws import flaw
-
         flaw(f, f.flaw)
     src = f.scalar() if draw(st.booleans()) else None
     f.emit(f"r0 = {f.imm() if src is None else f'r{src}'}" if src != 0 else "w0 = w0")
     f.emit("exit")
     if f.flaw == "unreachable":
         f.emit("r0 = 0")
-    return f.lines
+    return f
 
 
 @st.composite
-def kernel_programs(draw: Callable) -> str:
-    """Text assembly of one program (see the module docstring)."""
+def labelled_programs(draw: Callable, features: frozenset[str] = frozenset()) -> tuple[str, str]:
+    """A program and what the kernel must answer: "accept" (no flaw), "reject" (a flaw the
+    kernel surely reaches) or "unknown" (a flaw it may not reach, or one of the shapes it
+    accepts). Only with features do flaws avoid those; see the module docstring."""
+    if not features <= FEATURES:
+        raise ValueError(f"unknown features {sorted(features - FEATURES)}")
     n = draw(st.integers(0, 3))
     sigs = [Sig("main", False, 1, True)]
     for i in range(1, n + 1):
@@ -379,15 +361,37 @@ def kernel_programs(draw: Callable) -> str:
         nargs = draw(st.integers(0, 3))
         sigs.append(Sig(f"f{i}", is_global, nargs, nargs >= 1 and draw(st.booleans())))
     flawed = draw(st.integers(0, FLAW_SHARE - 1)) == 0
-    kind = draw(st.sampled_from(FLAWS)) if flawed else None
-    where = draw(st.integers(0, n)) if flawed else -1
+    kinds = FLAWS + tuple(k for feature in sorted(features) for k in FEATURE_FLAWS.get(feature, ()))
+    kind = draw(st.sampled_from(kinds)) if flawed else None
+    where = (0 if features else draw(st.integers(0, n))) if flawed else -1
     # a function no call reaches is refused by the kernel but not by us (docs/deviations.md,
-    # "a function no call reaches"): each f_j gets a designated caller f_i, i < j
-    callers = [draw(st.integers(0, j - 1)) for j in range(1, n + 1)]
+    # "a function no call reaches"): each f_j gets a designated caller f_i, i < j (with
+    # features, one that has the ctx when f_j takes it)
+    callers = [draw(st.sampled_from([i for i in range(j) if sigs[i].ctx or not (features and sigs[j].ctx)]))
+               if features else draw(st.integers(0, j - 1)) for j in range(1, n + 1)]  # fmt: skip
     labels = [0]
     out = [f".global {s.name}" for s in sigs[1:] if s.is_global]
+    funcs: dict[str, Func] = {}
     for i, sig in enumerate(sigs):
         must = [sigs[j] for j in range(1, n + 1) if callers[j - 1] == i]
-        out += function(draw, sig, sigs[i + 1 :], labels, kind if i == where else None, must)
+        flaw_kind = kind if i == where else None
+        funcs[sig.name] = function(draw, sig, sigs[i + 1 :], labels, flaw_kind, must, features)
+        out += funcs[sig.name].lines
         out.append("")
-    return "\n".join(out)
+    flawed_func = funcs[sigs[where].name] if flawed else None
+    if any(func.ctx_lost for func in funcs.values()):  # never with features
+        expect = "unknown"
+    elif flawed_func is None or flawed_func.flaw_state is None:
+        expect = "accept"
+    elif flawed_func.flaw_state == "certain" and not any(may_throw(c, funcs) for c in flawed_func.flaw_calls):
+        expect = "reject" if features else "unknown"
+    else:
+        expect = "unknown"
+    return "\n".join(out), expect
+
+
+def kernel_programs(features: frozenset[str] = frozenset()) -> st.SearchStrategy[str]:
+    """Text assembly of one program (see the module docstring)."""
+    if not features <= FEATURES:
+        raise ValueError(f"unknown features {sorted(features - FEATURES)}")
+    return labelled_programs(features).map(lambda labelled: labelled[0])
