@@ -4,7 +4,11 @@ when both reject, the same error line); when both accept, the same xlated code, 
 bytes and the same return value from BPF_PROG_TEST_RUN, our JIT in Unicorn and our
 interpreter.
 
-CI runs a small derandomized set (KERNEL_DIFF_EXAMPLES, default 60, about 20 s);
+Two grammars are drawn: the base one, and the base one with every feature of
+tests/kernel_programs_core.py (value ranges with JMP/JMP32 refinement and dead branches,
+variable-offset stack access, tc packet access, loops on bounded counters).
+KERNEL_DIFF_FEATURES="ranges,packet" picks another feature set for the second. CI runs a
+small derandomized set of each (KERNEL_DIFF_EXAMPLES, default 60);
 `KERNEL_DIFF_EXAMPLES=10000 .venv/bin/python -m pytest tests/test_kernel_diff.py -q -x`
 runs the large search. Without a usable kernel the test fails in CI (CI set) with the
 probe's reason and skips locally."""
@@ -16,11 +20,14 @@ import os
 from hypothesis import HealthCheck, event, given, settings
 
 from tests.kernel_programs import kernel_programs
+from tests.kernel_programs_core import FEATURES
 from tests.live_kernel import require_live_kernel
 from unwind.cli.oracle import compare, table
 from verifier.asm.assembler import assemble
 
 EXAMPLES = int(os.environ.get("KERNEL_DIFF_EXAMPLES", "60"))
+_chosen = os.environ.get("KERNEL_DIFF_FEATURES", "")
+CHOSEN = frozenset(f for f in _chosen.split(",") if f) if _chosen else frozenset(FEATURES)
 
 
 def check_program(text: str) -> str:
@@ -32,18 +39,32 @@ def check_program(text: str) -> str:
     return c.outcome
 
 
-@settings(
+SETTINGS = settings(
     max_examples=EXAMPLES,
     derandomize=True,
     database=None,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+
+
+@SETTINGS
 @given(kernel_programs())
-def _property(text: str) -> None:
+def _base(text: str) -> None:
+    check_program(text)
+
+
+@SETTINGS
+@given(kernel_programs(CHOSEN))
+def _features(text: str) -> None:
     check_program(text)
 
 
 def test_kernel_agrees_on_generated_programs() -> None:
     require_live_kernel()
-    _property()
+    _base()
+
+
+def test_kernel_agrees_on_programs_with_ranges_varoff_packets_loops() -> None:
+    require_live_kernel()
+    _features()

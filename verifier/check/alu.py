@@ -233,7 +233,9 @@ def check_mov(env: Env, state: VerifierState, insn: Insn, alu64: bool) -> None:
     src = check_reg_read(env, state, insn.src) if insn.uses_reg_src else None  # src before dst, as the kernel
     check_reg_write(env, insn.dst)
     if src is None:
-        regs[insn.dst] = scalar(insn.imm & (U64_MASK if alu64 else U32_MASK))
+        res = scalar(insn.imm & (U64_MASK if alu64 else U32_MASK))
+        res.frameno = regs[insn.dst].frameno  # `__mark_reg_known` leaves frameno as it was
+        regs[insn.dst] = res
         return
     if insn.off not in (0, 8, 16) + ((32,) if alu64 else ()):
         env.reject(f"invalid movsx offset {insn.off}")
@@ -327,6 +329,11 @@ def adjust_ptr_min_max_vals(env: Env, insn: Insn, ptr: RegState, off: RegState, 
     check_reg_sane_offset(env, off, ptr.type)
     check_reg_sane_offset(env, ptr, ptr.type)
     res = ptr.copy()
+    if not dst_is_ptr:
+        # `scalar += pointer`: the kernel fills the scalar register with the pointer's type,
+        # id, offsets and bounds but not its frameno, which stays the scalar's (usually 0:
+        # a stack pointer made so in a subprog is taken to point into main's stack)
+        res.frameno = off.frameno
     mark_reg32_unbounded(res)
     if op == BPF_ADD:
         if known and S32_MIN <= ptr.off + smin <= S32_MAX:

@@ -202,4 +202,6 @@ def check_ld_imm64(env: Env, state: VerifierState, insn: Insn, second: Insn) -> 
     if insn.src != 0:
         what = LD_IMM64_KINDS.get(insn.src, "")
         env.reject(f"ld_imm64 {what}with src_reg {insn.src} is not supported by bpf-unwind")
-    state.cur.regs[insn.dst] = scalar(ld_imm64_value(insn, second))
+    res = scalar(ld_imm64_value(insn, second))
+    res.frameno = state.cur.regs[insn.dst].frameno  # `__mark_reg_known` keeps frameno
+    state.cur.regs[insn.dst] = res

@@ -147,6 +147,7 @@ def _write_var_off(env: Env, state: VerifierState, frame: FuncState, min_off: in
     spills in range are destroyed; a zero written over zeroes keeps them zero."""
     writing_zero = value.is_known_zero
     zero_used = False
+    destroyed: list[StackSlot] = []
     for addr in range(min_off, max_off):
         slot, _, i = _slot(frame, addr)
         stype = slot.slot_type[i]
@@ -154,15 +155,15 @@ def _write_var_off(env: Env, state: VerifierState, frame: FuncState, min_off: in
                 and slot.spilled_ptr.var_off == TNUM_ZERO:
             zero_used = True
             continue
+        if STACK_SPILL in slot.slot_type:
+            destroyed.append(slot)
         slot.spilled_ptr = not_init()
         new = STACK_MISC
         if writing_zero and stype == STACK_ZERO:
             new, zero_used = STACK_ZERO, True
         slot.slot_type[i] = new
-    for slot in frame.stack:  # a slot whose first byte lost its spill is no spill at all
-        if not slot.is_spill and STACK_SPILL in slot.slot_type:
-            slot.slot_type = [STACK_MISC if t == STACK_SPILL else t for t in slot.slot_type]
-            slot.spilled_ptr = not_init()
+    for slot in destroyed:  # the spilled register is gone: the rest of its bytes are data
+        slot.slot_type = [STACK_MISC if t == STACK_SPILL else t for t in slot.slot_type]
     if zero_used and not imm:
         regno = env.insns[env.insn_idx].src
         mark_regs_precise(env, state, [regno])
