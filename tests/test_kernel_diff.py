@@ -2,7 +2,7 @@
 agree: `unwind.cli.oracle.compare` never answers DISAGREE. Both give the same verdict (and,
 when both reject, the same error line); when both accept, the same xlated code, the same JIT
 bytes and the same return value from BPF_PROG_TEST_RUN, our JIT in Unicorn and our
-interpreter.
+interpreter, and our processed-insn count is within a factor of 1.5 of `verified_insns`.
 
 Two grammars are drawn: the base one, and the base one with every feature of
 tests/kernel_programs_core.py (value ranges with JMP/JMP32 refinement and dead branches,
@@ -26,6 +26,7 @@ from unwind.cli.oracle import compare, table
 from verifier.asm.assembler import assemble
 
 EXAMPLES = int(os.environ.get("KERNEL_DIFF_EXAMPLES", "60"))
+INSNS_FACTOR = 1.5  # our processed insns against the kernel's verified_insns
 _chosen = os.environ.get("KERNEL_DIFF_FEATURES", "")
 CHOSEN = frozenset(f for f in _chosen.split(",") if f) if _chosen else frozenset(FEATURES)
 
@@ -36,6 +37,12 @@ def check_program(text: str) -> str:
     event(f"outcome {c.outcome}")
     event(f"kernel {c.kernel} / ours {c.ours}")
     assert c.outcome != "DISAGREE", f"{table([c])}\n--- program ---\n{text}"
+    if c.kernel == c.ours == "accepted" and c.kernel_insns and c.our_insns:
+        ratio = c.our_insns / c.kernel_insns
+        band = "exact" if ratio == 1 else "within 10%" if 0.9 <= ratio <= 1.1 else "other"
+        event(f"insns ours/kernel {band}")
+        assert 1 / INSNS_FACTOR <= ratio <= INSNS_FACTOR, (
+            f"processed insns: ours {c.our_insns}, kernel {c.kernel_insns}\n--- program ---\n{text}")
     return c.outcome
 
 

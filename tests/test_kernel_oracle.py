@@ -37,6 +37,10 @@ def _check(rows: list[oracle.Comparison]) -> None:
     bad = [f"{r.file}:{r.prog}: {r.reason} (kernel: {r.kernel} {r.kernel_msg}; ours: {r.ours} {r.our_msg};"
            f" xlated: {r.xlated}; jit: {r.jit})" for r in rows if r.outcome == "DISAGREE"]  # fmt: skip
     assert bad == []
+    far = [f"{r.file}:{r.prog}: ours {r.our_insns}, kernel {r.kernel_insns}" for r in rows
+           if r.kernel == r.ours == "accepted" and r.kernel_insns and r.our_insns
+           and not 1 / 1.5 <= r.our_insns / r.kernel_insns <= 1.5]  # fmt: skip
+    assert far == [], "processed insns beyond a factor of 1.5 of verified_insns"
 
 
 @pytest.mark.parametrize("obj", sorted(p.name for p in PROGS.glob("*.o")))

@@ -69,6 +69,10 @@ class DoCheck:
             # PATCH 02: the exception branch is never pruned. deviation: nor is it stored as
             # an explored state (v1 does store it, the flag copied along).
             return False
+        # the kernel adds a checkpoint only after >= 2 jumps and >= 8 insns since the last one,
+        # and inside a loop (an explored state here is still in progress) after 20 and 100
+        jmps, insns = env.jmps_processed - self.prev_jmps, env.insn_processed - self.prev_insns
+        add_new = jmps >= 2 and insns >= 8
         lst = self.explored.setdefault(idx, [])
         for cp in list(lst):
             if cp.branches > 0:
@@ -76,6 +80,8 @@ class DoCheck:
                     env.reject(f"infinite loop detected at insn {idx}", extra=(
                         "cur state:" + frame_state_text(state, state.cur),
                         "old state:" + frame_state_text(cp.state, cp.state.frames[state.curframe])))
+                if jmps < 20 and insns < 100:
+                    add_new = False
             else:
                 if not cp.cleaned:  # `clean_live_states`: once every path from it is done
                     clean_verifier_state(cp.state, env.live_regs, idx)
@@ -84,12 +90,12 @@ class DoCheck:
                     cp.hit += 1
                     propagate_precision(env, cp.state, state)
                     return True
-            cp.miss += 1
+            if add_new:  # a miss counts only when a state is about to be added
+                cp.miss += 1
             if cp.miss > cp.hit * 3 + 3:  # the kernel's eviction heuristic
                 lst.remove(cp)
                 env.cur_states -= 1
-        # the kernel adds a checkpoint only after >= 2 jumps and >= 8 insns since the last one
-        if env.jmps_processed - self.prev_jmps < 2 or env.insn_processed - self.prev_insns < 8:
+        if not add_new:
             return False
         self.prev_jmps, self.prev_insns = env.jmps_processed, env.insn_processed
         snap = state.copy()  # with the segment that led here, for backtracking
