@@ -7,7 +7,7 @@ of the log text (`scalar_text`) taken from real 6.18 logs."""
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from verifier.check.scalar import (
@@ -258,3 +258,30 @@ def test_jump_refinement_matches_the_kernel_example():
     assert is_branch_taken(_load(1), Scalar.const(255), I.BPF_JGT, False) == 0
     assert is_branch_taken(_load(1), Scalar.const(256), I.BPF_JLT, True) == 1
     assert tnum_range(0, 100) == Tnum(0, 0x7F)
+
+
+# The constant fast paths give what the general rules give -------------------------------------
+
+_FAST_OPS = [I.BPF_ADD, I.BPF_SUB, I.BPF_MUL, I.BPF_AND, I.BPF_OR, I.BPF_XOR,
+             I.BPF_LSH, I.BPF_RSH, I.BPF_ARSH]
+
+
+U64_INTS = st.integers(0, (1 << 64) - 1)
+
+
+@settings(max_examples=400, deadline=None)
+@given(U64_INTS, U64_INTS, st.sampled_from(_FAST_OPS), st.booleans())
+def test_constant_fast_path_equals_the_general_rules(a: int, b: int, op: int, alu64: bool) -> None:
+    import verifier.check.scalar as sc
+
+    if op in (I.BPF_LSH, I.BPF_RSH, I.BPF_ARSH):
+        b %= 64 if alu64 else 32
+    fast, slow = Scalar.const(a), Scalar.const(a)
+    sc.scalar_alu(fast, Scalar.const(b), op, alu64)
+    original = sc._const_bounds
+    sc._const_bounds = lambda r: False  # force the general rules
+    try:
+        sc.scalar_alu(slow, Scalar.const(b), op, alu64)
+    finally:
+        sc._const_bounds = original
+    assert fast == slow

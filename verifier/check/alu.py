@@ -291,8 +291,11 @@ def _pointer_alu(env: Env, state: VerifierState, insn: Insn, dst: RegState, src:
 
 
 def check_reg_sane_offset(env: Env, reg: RegState, ptr_type: int) -> None:
-    name = reg_type_str(ptr_type)
     val = s64(reg.var_off.value)
+    if -BPF_MAX_VAR_OFF < reg.smin_value < BPF_MAX_VAR_OFF and -BPF_MAX_VAR_OFF < reg.off < BPF_MAX_VAR_OFF \
+            and (reg.var_off.mask or -BPF_MAX_VAR_OFF < val < BPF_MAX_VAR_OFF):
+        return  # the common case, without building the message text
+    name = reg_type_str(ptr_type)
     if tnum_is_const(reg.var_off) and (val >= BPF_MAX_VAR_OFF or val <= -BPF_MAX_VAR_OFF):
         env.reject(f"math between {name} pointer and {val} is not allowed")
     if reg.off >= BPF_MAX_VAR_OFF or reg.off <= -BPF_MAX_VAR_OFF:

@@ -17,6 +17,7 @@ from verifier.check.env import Env, Rejected
 from verifier.check.exceptions import mark_exception_reachable_subprogs
 from verifier.check.liveness import compute_live_registers
 from verifier.check.loop import DoCheck
+from verifier.check.precision import bt_kinds
 from verifier.check.returns import check_func_proto
 from verifier.check.stack_depth import check_max_stack_depth
 from verifier.check.state import VerifierState, ctx_ptr, new_frame, scalar
@@ -57,6 +58,7 @@ def _check(env: Env) -> None:
     check_cfg(env)
     mark_exception_reachable_subprogs(env)
     env.live_regs = compute_live_registers(env)
+    env.bt_kinds = bt_kinds(env)
     _do_check_main(env)
     _do_check_subprogs(env)
     check_max_stack_depth(env)

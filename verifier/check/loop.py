@@ -129,7 +129,7 @@ class DoCheck:
                     log.verbose(f"{idx}: safe")
                 nxt = self.end_path(state)
             else:
-                if popped:
+                if popped and log.level >= 1:
                     log.branch(prev, idx, frame_state_text(state, state.cur))
                 if self.returned is not None and log.level >= 2:
                     log.verbose("")

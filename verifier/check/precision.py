@@ -57,54 +57,82 @@ class Backtrack:
         return not any(self.regs) and not any(self.slots)
 
 
+# Backtracking kinds of insns, decoded once per program (`Env.bt_kinds`).
+K_MOV_REG, K_MOV_IMM, K_ALU_REG, K_ALU_IMM, K_LDX, K_ST, K_STX, K_LD, K_CALL_STATIC, K_CALL, \
+    K_NOP, K_COND_REG, K_COND_IMM, K_OTHER = range(14)
+
+
+def bt_kinds(env: Env) -> list[tuple[int, int, int]]:
+    """(kind, dst, src) of every insn, for `backtrack_insn`."""
+    out = []
+    for idx, insn in enumerate(env.insns):
+        cls = insn.cls
+        if cls in (BPF_ALU, BPF_ALU64):
+            if insn.op == BPF_MOV:
+                kind = K_MOV_REG if insn.uses_reg_src else K_MOV_IMM
+            else:
+                kind = K_ALU_REG if insn.uses_reg_src else K_ALU_IMM
+        elif cls == BPF_LDX:
+            kind = K_LDX
+        elif cls in (BPF_ST, BPF_STX):
+            kind = K_ST if cls == BPF_ST else K_STX
+        elif cls == BPF_LD:
+            kind = K_LD
+        elif cls not in (BPF_JMP, BPF_JMP32):
+            kind = K_OTHER
+        elif insn.is_call():
+            callee = env.find_subprog(idx + insn.imm + 1) if insn.is_pseudo_call() else None
+            kind = K_CALL_STATIC if callee is not None and not env.is_global(callee) else K_CALL
+        elif insn.is_exit() or insn.op == BPF_JA:
+            kind = K_NOP
+        else:
+            kind = K_COND_REG if insn.uses_reg_src else K_COND_IMM
+        out.append((kind, insn.dst, insn.src))
+    return out
+
+
 def backtrack_insn(env: Env, rec: HistRecord, bt: Backtrack) -> None:
     """Turn the needs after insn `rec` into the needs before it (frame `rec[1]`)."""
     idx, fr, extra = rec
-    stack = extra if extra and not isinstance(extra[0], tuple) else None
-    insn = env.insns[idx]
+    kind, dst, src = env.bt_kinds[idx]
     regs = bt.regs[fr]
-    cls = insn.cls
-    if cls in (BPF_ALU, BPF_ALU64):
-        if insn.dst in regs:
-            if insn.op == BPF_MOV:
-                regs.discard(insn.dst)
-            if insn.uses_reg_src:
-                regs.add(insn.src)
+    if kind <= K_ALU_IMM:  # ALU: a move passes the need on, an op adds its source
+        if dst in regs:
+            if kind <= K_MOV_IMM:
+                regs.discard(dst)
+            if kind == K_MOV_REG or kind == K_ALU_REG:
+                regs.add(src)
         return
-    if cls == BPF_LDX:
-        if insn.dst in regs:
-            regs.discard(insn.dst)
-            if stack is not None:  # a fill: the need moves to the slot
-                bt.slots[stack[0]].add(stack[1])
+    if kind == K_LDX:
+        if dst in regs:
+            regs.discard(dst)
+            if extra is not None:  # a fill: the need moves to the slot
+                bt.slots[extra[0]].add(extra[1])
         return
-    if cls in (BPF_ST, BPF_STX):
-        if stack is not None and stack[1] in bt.slots[stack[0]]:
-            bt.slots[stack[0]].discard(stack[1])
-            if cls == BPF_STX:
-                regs.add(insn.src)
+    if kind == K_ST or kind == K_STX:
+        if extra is not None and extra[1] in bt.slots[extra[0]]:
+            bt.slots[extra[0]].discard(extra[1])
+            if kind == K_STX:
+                regs.add(src)
         return
-    if cls == BPF_LD:
-        regs.discard(insn.dst)
+    if kind == K_LD:
+        regs.discard(dst)
         return
-    if cls not in (BPF_JMP, BPF_JMP32):
-        raise GiveUp
-    if insn.is_call():
-        if insn.is_pseudo_call():
-            callee = env.find_subprog(idx + insn.imm + 1)
-            if callee is not None and not env.is_global(callee):
-                return  # a static call: the frame change is handled by the walk
+    if kind == K_CALL:
         for regno in range(6):
             regs.discard(regno)  # R0 is the callee's result, R1-R5 are scratched
         return
-    if insn.is_exit() or insn.op == BPF_JA:
-        return
-    if insn.uses_reg_src and (insn.dst in regs or insn.src in regs):
-        regs.add(insn.dst)
-        regs.add(insn.src)
+    if kind == K_CALL_STATIC or kind == K_NOP:
+        return  # a static call: the frame change is handled by the walk
+    if kind == K_OTHER:
+        raise GiveUp
+    if kind == K_COND_REG and (dst in regs or src in regs):
+        regs.add(dst)
+        regs.add(src)
     if extra:  # scalars linked at this jump share their refinement: all or none precise
-        if any(n in (bt.regs if kind == 0 else bt.slots)[fr2] for fr2, kind, n in extra):
-            for fr2, kind, n in extra:
-                (bt.regs if kind == 0 else bt.slots)[fr2].add(n)
+        if any(n in (bt.regs if k == 0 else bt.slots)[fr2] for fr2, k, n in extra):
+            for fr2, k, n in extra:
+                (bt.regs if k == 0 else bt.slots)[fr2].add(n)
 
 
 def _cross_frames(bt: Backtrack, earlier: int, later: int) -> None:

@@ -24,6 +24,7 @@ from verifier.check.scalar_bounds import (
     mark_reg_unknown,
     reg_bounds_sync,
     s32,
+    s64,
     u32,
     zext_32_to_64,
 )
@@ -116,12 +117,48 @@ def scalar_alu_forks(dst: Bounds, src: Bounds, op: int, alu64: bool) -> bool:
     return dst.s32_min_value == -1 and dst.s32_max_value == 0
 
 
+def _const_bounds(r: Bounds) -> bool:
+    """Every view of a constant tnum agrees with it (a dead branch can leave them apart)."""
+    v = r.var_off.value
+    return (r.umin_value == r.umax_value == v and r.smin_value == r.smax_value == s64(v)
+            and r.u32_min_value == r.u32_max_value == v & U32
+            and r.s32_min_value == r.s32_max_value == s32(v))
+
+
+def _fold(op: int, a: int, b: int, bits: int) -> int:
+    """The constant result of a safe op (shifts by less than the width) at that width."""
+    mask = (1 << bits) - 1
+    a, b = a & mask, b & mask
+    if op == BPF_ADD:
+        r = a + b
+    elif op == BPF_SUB:
+        r = a - b
+    elif op == BPF_MUL:
+        r = a * b
+    elif op == BPF_AND:
+        r = a & b
+    elif op == BPF_OR:
+        r = a | b
+    elif op == BPF_XOR:
+        r = a ^ b
+    elif op == BPF_LSH:
+        r = a << b
+    elif op == BPF_RSH:
+        r = a >> b
+    else:  # BPF_ARSH
+        r = (a - (1 << bits) if a >> (bits - 1) else a) >> b
+    return r & mask
+
+
 def scalar_alu(dst: Bounds, src: Bounds, op: int, alu64: bool) -> None:
     """`dst = dst op src` on scalars. An immediate operand is passed as a known scalar
     holding the sign-extended imm. A 32-bit op computes the 32-bit ranges, then the
     result is zero-extended and synced."""
     if not is_safe_to_compute_dst_reg_range(src, op, alu64):
         mark_reg_unknown(dst)
+        return
+    if not dst.var_off.mask and not src.var_off.mask and _const_bounds(dst) and _const_bounds(src):
+        mark_reg_known(dst, _fold(op, dst.var_off.value, src.var_off.value, 64 if alu64 else 32))
         return
     rule32, rule64 = _RANGE_RULES[op]
     if op in _TNUM_OPS:  # the result's tnum first: AND/OR/XOR read it, the others ignore it

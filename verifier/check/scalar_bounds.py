@@ -185,6 +185,10 @@ def reg64_single_value(r: Bounds) -> None:
     constant: umin (the next member is past umax), var_off's largest member, or the one
     member strictly between umin and umax."""
     t = r.var_off
+    if not t.mask:  # a constant tnum: the same three cases, without the search
+        if t.value >= r.umin_value:
+            mark_reg_known(r, t.value)
+        return
     tmax = t.value | t.mask
     nxt = tnum_step(t, r.umin_value)
     umin_in = tnum_contains(t, r.umin_value)
@@ -288,6 +292,12 @@ def reg_bound_offset(r: Bounds) -> None:
 
 
 def reg_bounds_sync(r: Bounds) -> None:
+    t = r.var_off
+    if not t.mask and r.umin_value == r.umax_value == t.value and r.smin_value == r.smax_value \
+            and r.u32_min_value == r.u32_max_value and r.s32_min_value == r.s32_max_value \
+            and r.smin_value == s64(t.value) and r.u32_min_value == t.value & U32 \
+            and r.s32_min_value == s32(t.value):
+        return  # a constant whose views agree: every rule below leaves it as it is
     update_reg_bounds(r)
     reg_deduce_bounds(r)
     reg_deduce_bounds(r)
