@@ -323,3 +323,50 @@ def test_flagged_state_is_never_equal():
     assert states_equal(a, b)
     b.global_subprog_call_exception = True
     assert not states_equal(a, b) and not states_equal(b, a)
+
+
+# Three paths meet before a throw with R7 = 0 (NULL), an object, or 5. The descriptor merges
+# NULL with the object; the path with 5 must not be pruned against the NULL one (an
+# imprecise R7 would cover it, and the unwinder would free 5): descriptor generation relies
+# on R6-R9, so they are precise and that path reaches the throw, where 5 cannot merge.
+PRECISE_AT_THROW = """.struct A 8
+main:
+	r6 = *(u32 *)(r1 + 0)
+	r9 = 1
+	r9 += 1
+	r9 += 1
+	r9 += 1
+	if r6 > 10 goto .Lnotsmall
+	r7 = 0
+	goto .Ljoin
+.Lnotsmall:
+	if r6 > 20 goto .Lfive
+	r1 = A ll
+	r2 = 0
+	call bpf_obj_new_impl
+	if r0 == 0 goto .Lout
+	r7 = r0
+	goto .Ljoin
+.Lfive:
+	r7 = 5
+.Ljoin:
+	r8 = 0
+	r8 += 1
+	r8 += 1
+	r8 += 1
+	r1 = 1
+	call bpf_throw
+	r0 = 0
+	exit
+.Lout:
+	r0 = 0
+	exit
+"""
+
+
+def test_a_throw_makes_its_registers_precise(monkeypatch: pytest.MonkeyPatch) -> None:
+    import verifier.check.precision as precision
+
+    assert str(rejected(PRECISE_AT_THROW)) == MERGE_FAILED
+    monkeypatch.setattr(precision, "mark_chain_precision", lambda env, state, bt: None)
+    ok(PRECISE_AT_THROW)  # without precision the path with 5 is pruned: unsound
