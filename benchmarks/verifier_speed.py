@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from verifier.asm.assembler import assemble  # noqa: E402
 from verifier.check.checker import check  # noqa: E402
+from verifier.check.scalar_bounds import _SYNC_CACHE  # noqa: E402
 from verifier.errors import VerifierError  # noqa: E402
 from verifier.load.object import load_object  # noqa: E402
 from verifier.program import Program  # noqa: E402
@@ -78,6 +79,7 @@ def measure(prog: Program, repeats: int, level: int) -> tuple[float, dict[str, i
     stats: dict[str, int] = {}
     accepted = True
     for _ in range(repeats):
+        _SYNC_CACHE.clear()  # each check starts cold, as a single `bpf-unwind verify` does
         t0 = time.perf_counter()
         try:
             stats = check(prog, log_level=level).stats

@@ -291,7 +291,31 @@ def reg_bound_offset(r: Bounds) -> None:
     r.var_off = tnum_or(tnum_clear_subreg(var64), var32)
 
 
+_SYNC_CACHE: dict[tuple, tuple] = {}  # the nine fields before a sync -> after it
+_SYNC_CACHE_MAX = 1 << 16
+
+
+def _fields(r: Bounds) -> tuple:
+    return (r.var_off, r.smin_value, r.smax_value, r.umin_value, r.umax_value,
+            r.s32_min_value, r.s32_max_value, r.u32_min_value, r.u32_max_value)
+
+
 def reg_bounds_sync(r: Bounds) -> None:
+    """`reg_bounds_sync`. A pure function of the nine fields, so its results are memoized
+    (verification meets the same values again and again: loops, sibling paths)."""
+    key = _fields(r)
+    hit = _SYNC_CACHE.get(key)
+    if hit is None:
+        _reg_bounds_sync(r)
+        if len(_SYNC_CACHE) >= _SYNC_CACHE_MAX:
+            _SYNC_CACHE.clear()
+        _SYNC_CACHE[key] = _fields(r)
+        return
+    (r.var_off, r.smin_value, r.smax_value, r.umin_value, r.umax_value,
+     r.s32_min_value, r.s32_max_value, r.u32_min_value, r.u32_max_value) = hit
+
+
+def _reg_bounds_sync(r: Bounds) -> None:
     t = r.var_off
     if not t.mask and r.umin_value == r.umax_value == t.value and r.smin_value == r.smax_value \
             and r.u32_min_value == r.u32_max_value and r.s32_min_value == r.s32_max_value \
