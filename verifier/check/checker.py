@@ -15,7 +15,7 @@ import time
 from verifier.check.cfg import check_cfg, setup_subprogs
 from verifier.check.env import Env, Rejected
 from verifier.check.exceptions import mark_exception_reachable_subprogs
-from verifier.check.liveness import compute_live_registers
+from verifier.check.liveness import compute_live_registers, program_acquires
 from verifier.check.loop import DoCheck
 from verifier.check.precision import bt_kinds
 from verifier.check.returns import check_func_proto
@@ -57,7 +57,8 @@ def _check(env: Env) -> None:
     setup_subprogs(env)
     check_cfg(env)
     mark_exception_reachable_subprogs(env)
-    env.live_regs = compute_live_registers(env)
+    env.may_hold_refs = program_acquires(env)
+    env.live_regs = compute_live_registers(env, series=env.may_hold_refs)
     env.bt_kinds = bt_kinds(env)
     _do_check_main(env)
     _do_check_subprogs(env)

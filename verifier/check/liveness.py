@@ -11,7 +11,8 @@ helper: as many as its prototype has; a bpf2bpf call: R1-R5); exit reads R0.
 The series' rule on top: a throwing call (bpf_throw, or a call of a subprog from which a
 throw is reachable) also reads R6-R9, because descriptor generation describes what they
 hold in every frame; without that, a state holding a reference in a register dead on the
-normal path could prune one holding it elsewhere, and the descriptor would miss it."""
+normal path could prune one holding it elsewhere, and the descriptor would miss it. The
+rule applies only to programs that can hold references (`program_acquires`)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from verifier.isa.insn import (
     Insn,
 )
 from verifier.protos.helper_ids import HELPERS
-from verifier.protos.kfuncs import KFUNCS_BY_ID
+from verifier.protos.kfuncs import KF, KFUNCS_BY_ID
 from verifier.regtypes import NOT_INIT
 
 CALLER_SAVED_MASK = 0x3F  # R0-R5
@@ -150,3 +151,16 @@ def clean_verifier_state(state: VerifierState, live: list[int], insn_idx: int) -
         for regno in range(BPF_REG_10):
             if not mask >> regno & 1 and regs[regno].type != NOT_INIT:
                 regs[regno] = RegState()
+
+
+def program_acquires(env: Env) -> bool:
+    """Does some insn call a kfunc that acquires a reference? Without one no reference can
+    be held, so every descriptor entry is NULL or poison (nothing is ever released) and the
+    series' throw rule (a throw reads R6-R9; they are precise there) can be left out, which
+    lets states prune exactly as mainline's do."""
+    for insn in env.insns:
+        if insn.is_kfunc_call():
+            proto = KFUNCS_BY_ID.get(insn.imm)
+            if proto is None or proto.flags & KF.ACQUIRE:
+                return True
+    return False

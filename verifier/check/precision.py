@@ -242,7 +242,10 @@ def mark_regs_precise(env: Env, state: VerifierState, regnos: Iterable[int]) -> 
 
 def mark_throw_precise(env: Env, state: VerifierState) -> None:
     """The series' rule: descriptor generation reads R6-R9 and every spilled scalar of
-    every frame (a known zero is NULL, another scalar poison), so they are relied on."""
+    every frame (a known zero is NULL, another scalar poison), so they are relied on (in a
+    program that can hold references: without one, no entry ever releases anything)."""
+    if not env.may_hold_refs:
+        return
     bt = Backtrack()
     for fr, frame in enumerate(state.frames):
         for regno in CALLEE_SAVED:
