@@ -123,6 +123,10 @@ def stack_write(env: Env, state: VerifierState, regno: int, reg: RegState, off: 
         if slot.slot_type[BPF_REG_SIZE - 1] == STACK_SPILL or STACK_SPILL in slot.slot_type:
             slot.slot_type = [STACK_MISC if t == STACK_SPILL else t for t in slot.slot_type]
         stype = STACK_ZERO if value.is_known_zero else STACK_MISC
+        if stype == STACK_ZERO and not imm:
+            # the zero is kept as slot types, which backtracking does not follow: the
+            # stored register is relied on (`check_stack_write_fixed_off`)
+            mark_regs_precise(env, state, [env.insns[env.insn_idx].src])
         for i in range(size):
             slot.slot_type[first - i] = stype
     return spi
