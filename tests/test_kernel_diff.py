@@ -15,7 +15,10 @@ probe's reason and skips locally."""
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
+from collections import Counter
 
 from hypothesis import HealthCheck, event, given, settings
 
@@ -33,10 +36,25 @@ _chosen = os.environ.get("KERNEL_DIFF_FEATURES", "")
 CHOSEN = frozenset(f for f in _chosen.split(",") if f) if _chosen else frozenset(FEATURES)
 
 
+COUNTS: Counter[str] = Counter()  # outcomes and insn-ratio bands of this run
+
+
+def _dump_counts() -> None:
+    """KERNEL_DIFF_STATS=file: the counts of the run as one JSON line (for large runs)."""
+    path = os.environ.get("KERNEL_DIFF_STATS")
+    if path and COUNTS:
+        with open(path, "a") as fh:
+            fh.write(json.dumps(dict(sorted(COUNTS.items()))) + "\n")
+
+
+atexit.register(_dump_counts)
+
+
 def check_program(text: str) -> str:
     """Compare one program; fails on DISAGREE with the table and the program text."""
     c = compare(assemble(text, "<gen>"), None, "<gen>")
     event(f"outcome {c.outcome}")
+    COUNTS[f"outcome {c.outcome}"] += 1
     event(f"kernel {c.kernel} / ours {c.ours}")
     assert c.outcome != "DISAGREE", f"{table([c])}\n--- program ---\n{text}"
     if c.kernel == c.ours == "accepted" and c.kernel_insns and c.our_insns:
@@ -44,6 +62,9 @@ def check_program(text: str) -> str:
         band = ("exact" if ratio == 1 else "within 10%" if 0.9 <= ratio <= 1.1
                 else "within 1.5x" if 1 / 1.5 <= ratio <= 1.5 else "beyond 1.5x")
         event(f"insns ours/kernel {band}")
+        COUNTS[f"insns {band}"] += 1
+        COUNTS["ratio max x1000"] = max(COUNTS["ratio max x1000"], round(ratio * 1000))
+        COUNTS["ratio min x1000"] = min(COUNTS.get("ratio min x1000", 10**9), round(ratio * 1000))
         assert 1 / INSNS_FACTOR <= ratio <= INSNS_FACTOR, (
             f"processed insns: ours {c.our_insns}, kernel {c.kernel_insns}\n--- program ---\n{text}")
     return c.outcome
