@@ -99,7 +99,8 @@ def _call_uses(env: Env, idx: int, insn: Insn, series: bool) -> int:
     return uses
 
 
-def _successors(env: Env, idx: int, end: int) -> tuple[int, ...]:
+def successors(env: Env, idx: int, end: int) -> tuple[int, ...]:
+    """The insns control may reach from insns[idx] inside its subprog."""
     insn = env.insns[idx]
     if insn.is_ld_imm64():
         return (idx + 2,) if idx + 2 < end else ()
@@ -125,7 +126,7 @@ def compute_live_registers(env: Env, series: bool = True) -> list[int]:
             pcs.append(i)
             i += 2 if env.insns[i].is_ld_imm64() else 1
         use_def = {pc: insn_use_def(env, pc, series) for pc in pcs}
-        succ = {pc: _successors(env, pc, end) for pc in pcs}
+        succ = {pc: successors(env, pc, end) for pc in pcs}
         changed = True
         while changed:
             changed = False

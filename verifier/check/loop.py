@@ -16,6 +16,7 @@ from verifier.check.liveness import clean_verifier_state
 from verifier.check.mem import check_ld_imm64, check_mem_insn
 from verifier.check.precision import propagate_precision
 from verifier.check.prune import states_equal
+from verifier.check.stack_liveness import clean_dead_slots
 from verifier.check.state import Checkpoint, VerifierState
 from verifier.check.vlog import frame_state_text
 from verifier.isa.insn import (
@@ -85,6 +86,7 @@ class DoCheck:
             else:
                 if not cp.cleaned:  # `clean_live_states`: once every path from it is done
                     clean_verifier_state(cp.state, env.live_regs, idx)
+                    clean_dead_slots(cp.state, env.live_slots, idx)
                     cp.cleaned = True
                 if states_equal(cp.state, state):
                     cp.hit += 1
