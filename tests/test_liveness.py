@@ -94,22 +94,21 @@ def test_throwing_call_reads_callee_saved_registers() -> None:
     assert with_rule[1] & (1 << 6) and not without[1] & (1 << 6)
 
 
-def test_stack_slot_liveness() -> None:
-    from verifier.check.stack_liveness import compute_live_slots
+def test_stack_slot_liveness_from_the_accesses_seen() -> None:
+    from verifier.check.checker import _check
+    from verifier.check.stack_liveness import live_slots
 
     text = (".prog_type tc\nmain:\n\tr1 = 1\n\t*(u64 *)(r10 - 8) = r1\n\t*(u64 *)(r10 - 16) = r1\n"
             "\tr2 = *(u64 *)(r10 - 8)\n\t*(u64 *)(r10 - 8) = r1\n\tr0 = 0\n\texit\n")
-    prog = pipeline.load_text(text, "<t>")
-    env = Env(prog, VLog(0))
-    setup_subprogs(env)
-    check_cfg(env)
-    mark_exception_reachable_subprogs(env)
-    live = compute_live_slots(env)
+    env = Env(pipeline.load_text(text, "<t>"), VLog(0))
+    _check(env)
+    live = live_slots(env, 0)
+    assert live is not None
     assert live[3] == 0b01  # before the load: fp-8 is read next, fp-16 never
     assert live[4] == 0 and live[1] == 0  # after it, and before the store that fills fp-8
-    escaped = pipeline.load_text(text.replace("\tr0 = 0\n", "\tr3 = r10\n\tr0 = 0\n"), "<t>")
-    env = Env(escaped, VLog(0))
-    setup_subprogs(env)
-    check_cfg(env)
-    mark_exception_reachable_subprogs(env)
-    assert set(compute_live_slots(env)) == {None}  # r10 copied: every slot may be read
+    # a variable-offset load reads every slot of its range
+    var = (".prog_type tc\nmain:\n\tr2 = *(u32 *)(r1 + 0)\n\tr2 &= 8\n\tr3 = r10\n\tr3 += -24\n"
+           "\tr3 += r2\n\tr0 = *(u64 *)(r3 + 0)\n\tr0 = 0\n\texit\n")
+    env = Env(pipeline.load_text(var, "<t>"), VLog(0))
+    _check(env)
+    assert live_slots(env, 0)[5] == 0b110  # fp-24 and fp-16

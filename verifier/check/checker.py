@@ -20,7 +20,6 @@ from verifier.check.loop import DoCheck
 from verifier.check.precision import bt_kinds
 from verifier.check.returns import check_func_proto
 from verifier.check.stack_depth import check_max_stack_depth
-from verifier.check.stack_liveness import compute_live_slots
 from verifier.check.state import VerifierState, ctx_ptr, new_frame, scalar
 from verifier.check.summary import check_stats, finish_log
 from verifier.check.vlog import VLog
@@ -60,7 +59,6 @@ def _check(env: Env) -> None:
     mark_exception_reachable_subprogs(env)
     env.may_hold_refs = program_acquires(env)
     env.live_regs = compute_live_registers(env, series=env.may_hold_refs)
-    env.live_slots = compute_live_slots(env, series=env.may_hold_refs)
     env.bt_kinds = bt_kinds(env)
     _do_check_main(env)
     _do_check_subprogs(env)

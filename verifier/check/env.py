@@ -43,7 +43,12 @@ class Env:
     global_called: list[int] = field(default_factory=list)  # in first-call order
     prune_points: set[int] = field(default_factory=set)
     live_regs: list[int] = field(default_factory=list)  # per insn, verifier.check.liveness
-    live_slots: list[int | None] = field(default_factory=list)  # per insn, check.stack_liveness
+    # stack slot liveness (verifier.check.stack_liveness): accesses seen, per insn
+    slot_reads: dict[int, int] = field(default_factory=dict)
+    slot_kills: dict[int, int] = field(default_factory=dict)
+    slot_version: int = 0
+    slot_live_cache: dict[int, tuple[int, dict[int, int]]] = field(default_factory=dict)
+    stack_foreign: set[int] = field(default_factory=set)  # subprogs whose frame others touched
     may_hold_refs: bool = True  # some call acquires a reference (the series' throw rules apply)
     bt_kinds: list[tuple[int, int, int]] = field(default_factory=list)  # per insn, check.precision
     insn_ptr_types: dict[int, int] = field(default_factory=dict)  # aux->ptr_type of each LDX/ST/STX

@@ -86,7 +86,7 @@ class DoCheck:
             else:
                 if not cp.cleaned:  # `clean_live_states`: once every path from it is done
                     clean_verifier_state(cp.state, env.live_regs, idx)
-                    clean_dead_slots(cp.state, env.live_slots, idx)
+                    clean_dead_slots(env, cp.state, idx)
                     cp.cleaned = True
                 if states_equal(cp.state, state):
                     cp.hit += 1

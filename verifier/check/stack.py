@@ -15,6 +15,7 @@ from verifier.check.alu import get_reg_width
 from verifier.check.env import Env
 from verifier.check.precision import mark_regs_precise
 from verifier.check.scalar import coerce_reg_to_size
+from verifier.check.stack_liveness import note_slot_access, slot_mask
 from verifier.check.state import (
     BPF_REG_SIZE,
     STACK_INVALID,
@@ -100,6 +101,8 @@ def stack_write(env: Env, state: VerifierState, regno: int, reg: RegState, off: 
     min_off, max_off = stack_bounds(env, regno, reg, off, size, write=True)
     frame = state.frames[reg.frameno]
     _touch(env, frame, min_off)
+    exact = tnum_is_const(reg.var_off) and size == BPF_REG_SIZE and min_off % BPF_REG_SIZE == 0
+    note_slot_access(env, state, reg.frameno, 0, slot_mask(min_off, max_off) if exact else 0)
     if value.is_pointer and reg.frameno != state.curframe and base_type(value.type) == PTR_TO_STACK:
         env.reject("cannot spill pointers to stack into stack frame of the caller")
     if not tnum_is_const(reg.var_off):
@@ -180,6 +183,7 @@ def stack_read(env: Env, state: VerifierState, regno: int, reg: RegState, off: i
     min_off, max_off = stack_bounds(env, regno, reg, off, size, write=False)
     frame = state.frames[reg.frameno]
     _touch(env, frame, min_off)
+    note_slot_access(env, state, reg.frameno, slot_mask(min_off, max_off), 0)
     if not tnum_is_const(reg.var_off):
         return _read_var_off(frame, min_off, max_off)
     slot, spi, first = _slot(frame, min_off)

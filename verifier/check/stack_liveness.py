@@ -1,14 +1,17 @@
 """Stack slot liveness: for every insn, the 8-byte slots of its frame that some path from it
 reads before overwriting them whole, so that explored states forget dead slots as Linux
-6.18 does (its `liveness.c`; ours is a simpler, per-subprog version).
+6.18 does (`liveness.c`: computed from the accesses verification has seen, not guessed
+from the text).
 
-The analysis is exact only where the frame's address never escapes: every access is
-`*(size *)(r10 + off)` at a constant offset. If r10 is copied, added to, or stored anywhere,
-a pointer into the frame may reach any access (or a callee), so every slot of that subprog
-counts as live everywhere (None). Per insn: a load reads the slots it touches; an aligned
-8-byte store overwrites its slot; narrower stores change nothing (the other bytes stay what
-they were); an atomic op reads its slot. The series' rule, as for registers: a throwing
-call describes every slot of every frame in its descriptors, so it reads them all."""
+do_check records, per insn, the slots of the accessing frame each stack load touched (a
+variable-offset load: every slot of its range) and the slot an aligned 8-byte store at a
+constant offset overwrote (kept only while every visit agrees). Liveness is the backward
+fixpoint over the subprog's CFG with those uses and kills. It is consulted only to clean a
+checkpoint whose every path has been explored: by then every insn reachable from it has
+been verified (or was pruned into a state whose continuation was), so its accesses are
+recorded. A frame whose slots another frame touched (a stack pointer passed to a callee)
+keeps every slot live. The series' rule, as for registers: a throwing call describes every
+slot of every frame in its descriptors, so it reads them all."""
 
 from __future__ import annotations
 
@@ -16,41 +19,36 @@ from verifier.check.cfg import is_throw
 from verifier.check.env import Env
 from verifier.check.liveness import successors
 from verifier.check.state import StackSlot, VerifierState
-from verifier.isa.insn import (
-    BPF_ALU,
-    BPF_ALU64,
-    BPF_ATOMIC,
-    BPF_B,
-    BPF_DW,
-    BPF_H,
-    BPF_LDX,
-    BPF_REG_10,
-    BPF_ST,
-    BPF_STX,
-    BPF_W,
-    Insn,
-)
+from verifier.isa.insn import Insn
 
 ALL_SLOTS = (1 << 64) - 1  # 512 bytes of stack: 64 slots
-SIZES = {BPF_B: 1, BPF_H: 2, BPF_W: 4, BPF_DW: 8}
 
 
-def _frame_escapes(insns: list[Insn], start: int, end: int) -> bool:
-    """Does r10 flow anywhere but the base of a load or store?"""
-    for insn in insns[start:end]:
-        if insn.cls in (BPF_ALU, BPF_ALU64) and insn.uses_reg_src and insn.src == BPF_REG_10:
-            return True
-        if insn.cls == BPF_STX and insn.src == BPF_REG_10:
-            return True
-    return False
-
-
-def _slots(off: int, size: int) -> int:
+def slot_mask(min_off: int, max_off: int) -> int:
+    """The slots holding the fp-relative bytes [min_off, max_off)."""
     mask = 0
-    for addr in range(off, off + size):
-        if -512 <= addr < 0:
-            mask |= 1 << ((-addr - 1) // 8)
+    for spi in range(max(0, (-max_off) // 8), min(64, (-min_off - 1) // 8 + 1)):
+        mask |= 1 << spi
     return mask
+
+
+def note_slot_access(env: Env, state: VerifierState, frameno: int, read: int, kill: int) -> None:
+    """Record a stack access of insn `env.insn_idx` into frame `frameno`."""
+    idx = env.insn_idx
+    if frameno != state.curframe:
+        env.stack_foreign.add(state.frames[frameno].subprogno)
+        return
+    old_read = env.slot_reads.get(idx, 0)
+    if read | old_read != old_read:
+        env.slot_reads[idx] = read | old_read
+        env.slot_version += 1
+    old_kill = env.slot_kills.get(idx)
+    if old_kill is None:
+        env.slot_kills[idx] = kill
+        env.slot_version += 1
+    elif old_kill != kill and old_kill:
+        env.slot_kills[idx] = 0  # visits disagree: it overwrites nothing for sure
+        env.slot_version += 1
 
 
 def _throwing_call(env: Env, idx: int, insn: Insn) -> bool:
@@ -62,65 +60,55 @@ def _throwing_call(env: Env, idx: int, insn: Insn) -> bool:
     return False
 
 
-def slot_use_def(env: Env, idx: int, series: bool) -> tuple[int, int]:
-    """(slots read, slots overwritten) by insns[idx] in its own frame."""
-    insn = env.insns[idx]
-    cls = insn.cls
-    if cls == BPF_LDX and insn.src == BPF_REG_10:
-        return _slots(insn.off, SIZES[insn.size]), 0
-    if cls in (BPF_ST, BPF_STX) and insn.dst == BPF_REG_10:
-        size = SIZES[insn.size]
-        if insn.mode == BPF_ATOMIC:
-            return _slots(insn.off, size), 0
-        if size == 8 and insn.off % 8 == 0:
-            return 0, _slots(insn.off, 8)
-        return 0, 0
-    if series and insn.is_call() and _throwing_call(env, idx, insn):
-        return ALL_SLOTS, 0
-    return 0, 0
+def _solve(env: Env, sub: int) -> dict[int, int]:
+    start, end = env.subprogs[sub].start, env.subprog_end(sub)
+    pcs: list[int] = []
+    i = start
+    while i < end:
+        pcs.append(i)
+        i += 2 if env.insns[i].is_ld_imm64() else 1
+    uses = {pc: env.slot_reads.get(pc, 0) for pc in pcs}
+    if env.may_hold_refs:
+        for pc in pcs:
+            insn = env.insns[pc]
+            if insn.is_call() and _throwing_call(env, pc, insn):
+                uses[pc] = ALL_SLOTS
+    succ = {pc: successors(env, pc, end) for pc in pcs}
+    masks = dict.fromkeys(pcs, 0)
+    changed = True
+    while changed:
+        changed = False
+        for pc in reversed(pcs):
+            out = 0
+            for s in succ[pc]:
+                out |= masks[s]
+            new = uses[pc] | (out & ~env.slot_kills.get(pc, 0))
+            if new != masks[pc]:
+                masks[pc] = new
+                changed = True
+    return masks
 
 
-def compute_live_slots(env: Env, series: bool = True) -> list[int | None]:
-    """Per insn, the bitmask of live slots (bit spi; fp-8 is spi 0), or None where the
-    frame's address escapes (every slot live)."""
-    n = len(env.insns)
-    live: list[int | None] = [None] * n
-    for sub in range(len(env.subprogs)):
-        start, end = env.subprogs[sub].start, env.subprog_end(sub)
-        if _frame_escapes(env.insns, start, end):
-            continue
-        pcs: list[int] = []
-        i = start
-        while i < end:
-            pcs.append(i)
-            i += 2 if env.insns[i].is_ld_imm64() else 1
-        use_def = {pc: slot_use_def(env, pc, series) for pc in pcs}
-        succ = {pc: successors(env, pc, end) for pc in pcs}
-        masks = dict.fromkeys(pcs, 0)
-        changed = True
-        while changed:
-            changed = False
-            for pc in reversed(pcs):
-                out = 0
-                for s in succ[pc]:
-                    out |= masks[s]
-                use, defs = use_def[pc]
-                new = use | (out & ~defs)
-                if new != masks[pc]:
-                    masks[pc] = new
-                    changed = True
-        for pc, mask in masks.items():
-            live[pc] = mask
-    return live
+def live_slots(env: Env, sub: int) -> dict[int, int] | None:
+    """Live slots per insn of subprog `sub` (None: all live), recomputed when verification
+    has recorded something new."""
+    if sub in env.stack_foreign:
+        return None
+    cached = env.slot_live_cache.get(sub)
+    if cached is None or cached[0] != env.slot_version:
+        cached = (env.slot_version, _solve(env, sub))
+        env.slot_live_cache[sub] = cached
+    return cached[1]
 
 
-def clean_dead_slots(state: VerifierState, live_slots: list[int | None], insn_idx: int) -> None:
+def clean_dead_slots(env: Env, state: VerifierState, insn_idx: int) -> None:
     """The stack half of `clean_verifier_state`: a dead slot becomes STACK_INVALID."""
     for frameno, frame in enumerate(state.frames):
         ip = insn_idx if frameno == state.curframe else state.frames[frameno + 1].callsite
-        mask = live_slots[ip] if ip < len(live_slots) else None
-        if mask is None:
+        masks = live_slots(env, frame.subprogno)
+        if masks is None or ip not in masks:
             continue
+        mask = masks[ip]
         for spi in range(len(frame.stack)):
             if not mask >> spi & 1:
                 frame.stack[spi] = StackSlot()
