@@ -195,12 +195,20 @@ def mark_all_scalars_precise(state: VerifierState) -> None:
 
 def _walk(env: Env, state: VerifierState, bt: Backtrack) -> None:
     st, later = state, state.curframe
+    kinds = env.bt_kinds
     while True:
         for rec in reversed(st.hist):
-            if rec[1] != later:
-                _cross_frames(bt, rec[1], later)
+            fr = rec[1]
+            if fr != later:
+                _cross_frames(bt, fr, later)
+                later = fr
+            kind, dst, _ = kinds[rec[0]]
+            if kind <= K_LDX:
+                if dst not in bt.regs[fr]:
+                    continue  # an ALU op or load whose result nothing needs: nothing to do
+            elif kind == K_NOP or kind == K_CALL_STATIC or (kind in (K_ST, K_STX, K_COND_IMM) and not rec[2]):
+                continue  # no register or slot passes through it
             backtrack_insn(env, rec, bt)
-            later = rec[1]
         if bt.empty():
             return
         cp = st.parent
