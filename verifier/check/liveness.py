@@ -16,6 +16,8 @@ rule applies only to programs that can hold references (`program_acquires`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from verifier.check.cfg import is_throw
 from verifier.check.env import Env
 from verifier.check.state import RegState, VerifierState
@@ -113,32 +115,44 @@ def successors(env: Env, idx: int, end: int) -> tuple[int, ...]:
     return (idx + 1,) if idx + 1 < end else ()
 
 
+def backward_fixpoint(env: Env, sub: int, use_def: Callable[[int], tuple[int, int]]) -> dict[int, int]:
+    """Per insn of subprog `sub`: the bits live before it, `use | (live after & ~def)`
+    iterated over the subprog's CFG until nothing changes."""
+    start, end = env.subprogs[sub].start, env.subprog_end(sub)
+    pcs: list[int] = []
+    i = start
+    while i < end:
+        pcs.append(i)
+        i += 2 if env.insns[i].is_ld_imm64() else 1
+    uses_defs = {pc: use_def(pc) for pc in pcs}
+    succ = {pc: successors(env, pc, end) for pc in pcs}
+    live = dict.fromkeys(pcs, 0)
+    changed = True
+    while changed:
+        changed = False
+        for pc in reversed(pcs):
+            out = 0
+            for s in succ[pc]:
+                out |= live[s]
+            use, defs = uses_defs[pc]
+            new = use | (out & ~defs)
+            if new != live[pc]:
+                live[pc] = new
+                changed = True
+    return live
+
+
 def compute_live_registers(env: Env, series: bool = True) -> list[int]:
     """Bitmask of the registers live before each insn (index = insn index; R10 excluded).
     `series=False` leaves out the throw rule: mainline's answer, for comparing with it."""
-    n = len(env.insns)
-    live = [0] * n
+    live = [0] * len(env.insns)
     for sub in range(len(env.subprogs)):
-        start, end = env.subprogs[sub].start, env.subprog_end(sub)
-        pcs: list[int] = []
-        i = start
-        while i < end:
-            pcs.append(i)
-            i += 2 if env.insns[i].is_ld_imm64() else 1
-        use_def = {pc: insn_use_def(env, pc, series) for pc in pcs}
-        succ = {pc: successors(env, pc, end) for pc in pcs}
-        changed = True
-        while changed:
-            changed = False
-            for pc in reversed(pcs):
-                out = 0
-                for s in succ[pc]:
-                    out |= live[s]
-                use, defs = use_def[pc]
-                new = (use | (out & ~defs)) & ~FP_MASK
-                if new != live[pc]:
-                    live[pc] = new
-                    changed = True
+        def use_def(pc: int) -> tuple[int, int]:
+            use, defs = insn_use_def(env, pc, series)
+            return use & ~FP_MASK, defs
+
+        for pc, mask in backward_fixpoint(env, sub, use_def).items():
+            live[pc] = mask
     return live
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from verifier.check.cfg import is_throw
 from verifier.check.env import Env
-from verifier.check.liveness import successors
+from verifier.check.liveness import backward_fixpoint
 from verifier.check.state import StackSlot, VerifierState
 from verifier.isa.insn import Insn
 
@@ -61,32 +61,13 @@ def _throwing_call(env: Env, idx: int, insn: Insn) -> bool:
 
 
 def _solve(env: Env, sub: int) -> dict[int, int]:
-    start, end = env.subprogs[sub].start, env.subprog_end(sub)
-    pcs: list[int] = []
-    i = start
-    while i < end:
-        pcs.append(i)
-        i += 2 if env.insns[i].is_ld_imm64() else 1
-    uses = {pc: env.slot_reads.get(pc, 0) for pc in pcs}
-    if env.may_hold_refs:
-        for pc in pcs:
-            insn = env.insns[pc]
-            if insn.is_call() and _throwing_call(env, pc, insn):
-                uses[pc] = ALL_SLOTS
-    succ = {pc: successors(env, pc, end) for pc in pcs}
-    masks = dict.fromkeys(pcs, 0)
-    changed = True
-    while changed:
-        changed = False
-        for pc in reversed(pcs):
-            out = 0
-            for s in succ[pc]:
-                out |= masks[s]
-            new = uses[pc] | (out & ~env.slot_kills.get(pc, 0))
-            if new != masks[pc]:
-                masks[pc] = new
-                changed = True
-    return masks
+    def use_def(pc: int) -> tuple[int, int]:
+        insn = env.insns[pc]
+        if env.may_hold_refs and insn.is_call() and _throwing_call(env, pc, insn):
+            return ALL_SLOTS, 0
+        return env.slot_reads.get(pc, 0), env.slot_kills.get(pc, 0)
+
+    return backward_fixpoint(env, sub, use_def)
 
 
 def live_slots(env: Env, sub: int) -> dict[int, int] | None:
