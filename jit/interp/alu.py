@@ -30,6 +30,8 @@ from verifier.isa.insn import (
     BPF_TO_BE,
     BPF_XOR,
     Insn,
+    bswap,
+    sext,
 )
 
 M64 = (1 << 64) - 1
@@ -58,16 +60,6 @@ class Core(Protocol):
 
 class UnsupportedInsn(Exception):
     """An insn the interpreter does not execute (message names what it is)."""
-
-
-def sext(value: int, bits: int) -> int:
-    """The low `bits` of value as a signed integer."""
-    value &= (1 << bits) - 1
-    return value - (1 << bits) if value >> (bits - 1) else value
-
-
-def bswap(value: int, bits: int) -> int:
-    return int.from_bytes((value & ((1 << bits) - 1)).to_bytes(bits // 8, "little"), "big")
 
 
 # ---------------------------------------------------------------- ALU

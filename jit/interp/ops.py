@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from jit.interp.alu import M32, M64, Core, Op, UnsupportedInsn, alu_op, binop, sext
+from jit.interp.alu import M32, M64, Core, Op, UnsupportedInsn, alu_op, binop
 from verifier.isa.insn import (
     BPF_ADD,
     BPF_ALU,
@@ -57,6 +57,7 @@ from verifier.isa.insn import (
     BPF_XOR,
     Insn,
     ld_imm64_value,
+    sext,
 )
 
 SIZE_BYTES = {BPF_B: 1, BPF_H: 2, BPF_W: 4, BPF_DW: 8}

@@ -56,6 +56,7 @@ from verifier.isa.insn import (
     BPF_TO_BE,
     BPF_XOR,
     Insn,
+    sext,
 )
 from verifier.regtypes import (
     CONST_PTR_TO_MAP,
@@ -84,11 +85,6 @@ PTR_ARITH_OK = frozenset(int(t) for t in (
 ))  # base types any offset may be added to
 
 
-def signed_value(v: int, bits: int) -> int:
-    v &= (1 << bits) - 1
-    return v - (1 << bits) if v >> (bits - 1) & 1 else v
-
-
 def check_reg_read(env: Env, state: VerifierState, regno: int) -> RegState:
     """`check_reg_arg(SRC_OP)`."""
     if regno > BPF_REG_10:
@@ -105,28 +101,6 @@ def check_reg_write(env: Env, regno: int) -> None:
         env.reject(f"R{regno} is invalid")
     if regno == BPF_REG_10:
         env.reject("frame pointer is read only")
-
-
-def alu_fold(op: int, a: int, b: int, bits: int, signed: bool) -> int:
-    """BPF semantics of one ALU op on known values (div by 0 = 0, mod by 0 = dst)."""
-    mask = (1 << bits) - 1
-    a, b = a & mask, b & mask
-    if op in (BPF_DIV, BPF_MOD):
-        if b == 0:
-            return 0 if op == BPF_DIV else a
-        if signed:
-            sa, sb = signed_value(a, bits), signed_value(b, bits)
-            q = abs(sa) // abs(sb) * (1 if (sa < 0) == (sb < 0) else -1)
-            return (q if op == BPF_DIV else sa - q * sb) & mask
-        return (a // b if op == BPF_DIV else a % b) & mask
-    table = {
-        BPF_ADD: lambda: a + b, BPF_SUB: lambda: a - b, BPF_MUL: lambda: a * b, BPF_OR: lambda: a | b,
-        BPF_AND: lambda: a & b, BPF_XOR: lambda: a ^ b, BPF_LSH: lambda: a << (b & (bits - 1)),
-        BPF_RSH: lambda: a >> (b & (bits - 1)), BPF_ARSH: lambda: signed_value(a, bits) >> (b & (bits - 1)),
-    }
-    if op not in table:
-        raise ValueError(op)
-    return table[op]() & mask
 
 
 def get_reg_width(reg: RegState) -> int:
@@ -213,7 +187,7 @@ def _link_after_alu(res: RegState, src: RegState, op: int, alu64: bool, wide_bef
     const = tnum_is_const(src.var_off) if alu64 else not src.var_off.mask & U32_MASK
     if op in (BPF_ADD, BPF_SUB) and res.id and const:
         val = src.var_off.value if alu64 else src.var_off.value & U32_MASK
-        off = signed_value(val, 32)
+        off = sext(val, 32)
         broken = (
             (alu64 and not S32_MIN <= s64(val) <= S32_MAX)
             or (not alu64 and (res.id & BPF_ADD_CONST64 or wide_before))

@@ -60,6 +60,8 @@ from verifier.isa.insn import (
     BPF_TO_BE,
     BPF_XOR,
     Insn,
+    bswap,
+    sext,
 )
 
 __all__ = [
@@ -187,17 +189,13 @@ def scalar_neg(dst: Bounds, alu64: bool) -> None:
     reg_bounds_sync(dst)
 
 
-def _bswap(x: int, nbytes: int) -> int:
-    return int.from_bytes((x & ((1 << (8 * nbytes)) - 1)).to_bytes(nbytes, "little"), "big")
-
-
 def scalar_end(dst: Bounds, insn: Insn) -> None:
     """BPF_END on a little-endian machine: ALU64 `bswapN` and `beN` swap the tnum's bytes
     (forgetting the ranges), `leN` does not; 16 and 32 then truncate like a load."""
     width = insn.imm
     if insn.cls == BPF_ALU64 or insn.code & BPF_TO_BE:
         nbytes = width // 8
-        dst.var_off = Tnum(_bswap(dst.var_off.value, nbytes), _bswap(dst.var_off.mask, nbytes))
+        dst.var_off = Tnum(bswap(dst.var_off.value, 8 * nbytes), bswap(dst.var_off.mask, 8 * nbytes))
         mark_reg_unbounded(dst)
     if width in (16, 32):
         coerce_reg_to_size(dst, width // 8)
@@ -237,11 +235,6 @@ def coerce_reg_to_size(r: Bounds, size: int) -> None:
     reg_bounds_sync(r)
 
 
-def _sext(x: int, bits: int) -> int:
-    x &= (1 << bits) - 1
-    return x - (1 << bits) if x >> (bits - 1) else x
-
-
 _SEXT_LIMITS = {1: (-(1 << 7), (1 << 7) - 1), 2: (-(1 << 15), (1 << 15) - 1), 4: (S32_MIN, S32_MAX)}
 
 
@@ -249,10 +242,10 @@ def coerce_reg_to_size_sx(r: Bounds, size: int) -> None:
     """Keep the low `size` bytes, sign-extended to 64 bits (LDSX, `rD = (sN)rS`)."""
     bits = size * 8
     if tnum_is_const(r.var_off):
-        mark_reg_known(r, _sext(r.var_off.value, bits))
+        mark_reg_known(r, sext(r.var_off.value, bits))
         return
     if u64_top(r.smax_value, bits) == u64_top(r.smin_value, bits):
-        a, b = _sext(r.smax_value, bits), _sext(r.smin_value, bits)
+        a, b = sext(r.smax_value, bits), sext(r.smin_value, bits)
         lo, hi = min(a, b), max(a, b)
         if (lo >= 0) == (hi >= 0):
             r.smin_value = r.s32_min_value = lo
@@ -279,13 +272,13 @@ def coerce_subreg_to_size_sx(r: Bounds, size: int) -> None:
     are left for the caller's zero extension."""
     bits = size * 8
     if tnum_is_const(r.var_off):
-        v = _sext(r.var_off.value, bits)
+        v = sext(r.var_off.value, bits)
         r.var_off = tnum_const(v)
         r.s32_min_value = r.s32_max_value = s32(v)
         r.u32_min_value = r.u32_max_value = u32(v)
         return
     if u32(r.s32_max_value) >> bits == u32(r.s32_min_value) >> bits:
-        a, b = _sext(r.s32_max_value, bits), _sext(r.s32_min_value, bits)
+        a, b = sext(r.s32_max_value, bits), sext(r.s32_min_value, bits)
         lo, hi = min(a, b), max(a, b)
         if (lo >= 0) == (hi >= 0):
             r.s32_min_value, r.s32_max_value = lo, hi

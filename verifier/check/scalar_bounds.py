@@ -29,21 +29,12 @@ from verifier.check.tnum import (
     tnum_subreg,
     tnum_subreg_is_const,
 )
+from verifier.isa.insn import s32, s64
 
 S64_MIN = -(1 << 63)
 S64_MAX = (1 << 63) - 1
 S32_MIN = -(1 << 31)
 S32_MAX = (1 << 31) - 1
-
-
-def s64(x: int) -> int:
-    x &= U64
-    return x - (1 << 64) if x >> 63 else x
-
-
-def s32(x: int) -> int:
-    x &= U32
-    return x - (1 << 32) if x >> 31 else x
 
 
 def u64(x: int) -> int:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from verifier.isa.insn import sext
+
 U64 = (1 << 64) - 1
 U32 = (1 << 32) - 1
 
@@ -53,17 +55,12 @@ def tnum_rshift(a: Tnum, shift: int) -> Tnum:
     return Tnum(a.value >> shift, a.mask >> shift)
 
 
-def _signed(x: int, bits: int) -> int:
-    x &= (1 << bits) - 1
-    return x - (1 << bits) if x >> (bits - 1) else x
-
-
 def tnum_arshift(a: Tnum, shift: int, insn_bitness: int) -> Tnum:
     """Arithmetic shift; with `insn_bitness` 32 the low word is shifted as an s32 and the
     result is a zero-extended u32 (the kernel uses it on a subreg)."""
     if insn_bitness == 32:
-        return Tnum((_signed(a.value, 32) >> shift) & U32, (_signed(a.mask, 32) >> shift) & U32)
-    return Tnum((_signed(a.value, 64) >> shift) & U64, (_signed(a.mask, 64) >> shift) & U64)
+        return Tnum((sext(a.value, 32) >> shift) & U32, (sext(a.mask, 32) >> shift) & U32)
+    return Tnum((sext(a.value, 64) >> shift) & U64, (sext(a.mask, 64) >> shift) & U64)
 
 
 def tnum_add(a: Tnum, b: Tnum) -> Tnum:

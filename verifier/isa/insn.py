@@ -204,6 +204,17 @@ def s64(value: int) -> int:
     return value - (1 << 64) if value & (1 << 63) else value
 
 
+def sext(value: int, bits: int) -> int:
+    """The low `bits` of value as a signed integer."""
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if value >> (bits - 1) else value
+
+
+def bswap(value: int, bits: int) -> int:
+    """The low `bits` of value with their bytes reversed."""
+    return int.from_bytes((value & ((1 << bits) - 1)).to_bytes(bits // 8, "little"), "big")
+
+
 # Builders, named after the kernel's instruction macros, for rewrites and tests.
 def mov64_imm(dst: int, imm: int) -> Insn:
     return Insn(BPF_ALU64 | BPF_MOV | BPF_K, dst, 0, 0, imm)
