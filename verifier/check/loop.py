@@ -12,7 +12,7 @@ from verifier.check.cfg import is_throw
 from verifier.check.env import BPF_COMPLEXITY_LIMIT_INSNS, Env
 from verifier.check.exceptions import throw_exit
 from verifier.check.jmp import check_cond_jmp_op
-from verifier.check.liveness import clean_verifier_state
+from verifier.check.liveness import clean_verifier_state, insn_use_def
 from verifier.check.mem import check_ld_imm64, check_mem_insn
 from verifier.check.precision import propagate_precision
 from verifier.check.prune import states_equal
@@ -167,18 +167,18 @@ class DoCheck:
             fork = check_alu_op(env, state, insn)
             if fork is not None:
                 self.push_stack(fork, idx, idx)
-            self.log_state(state, idx + 1, regs=_scratched(insn))
+            self.log_state(state, idx + 1, touched=idx)
             return idx + 1
         if cls in (BPF_LDX, BPF_ST, BPF_STX):
             _, slot = check_mem_insn(env, state, insn)
-            self.log_state(state, idx + 1, regs=_scratched(insn), slot=slot)
+            self.log_state(state, idx + 1, touched=idx, slot=slot)
             return idx + 1
         if cls == BPF_LD:
             if not insn.is_ld_imm64():
                 env.reject("BPF_LD_[ABS|IND] are not supported by bpf-unwind")
             env.seen_insns.add(idx + 1)
             check_ld_imm64(env, state, insn, insns[idx + 1])
-            self.log_state(state, idx + 2, regs=[insn.dst])
+            self.log_state(state, idx + 2, touched=idx)
             return idx + 2
         if cls not in (BPF_JMP, BPF_JMP32):
             env.reject(f"unknown insn class {cls}")
@@ -196,7 +196,7 @@ class DoCheck:
             refine(other, True)
             refine(state, False)
             self.push_stack(other, target, idx)
-        self.log_state(state, idx, regs=_scratched(insn))
+        self.log_state(state, idx, touched=idx)
         return target if taken and not fall else idx + 1
 
     def do_exit(self, state: VerifierState, idx: int) -> int | None:
@@ -249,26 +249,20 @@ class DoCheck:
             self.print_state = True
         return nxt
 
-    def log_state(self, state: VerifierState, idx: int, regs: list[int] | None,
-                  slot: tuple[int, int] | None = None) -> None:
-        """Level 2: the registers and slot the insn touched; `idx` labels them when they go
-        on a line of their own (the kernel's insn_idx after the insn)."""
+    def log_state(self, state: VerifierState, idx: int, regs: list[int] | None = None,
+                  slot: tuple[int, int] | None = None, touched: int | None = None) -> None:
+        """Level 2: the registers (`regs`, or those insn `touched` reads or writes) and the
+        slot the insn touched, or with neither the whole state (a callee entered); `idx`
+        labels them when they go on a line of their own (the kernel's insn_idx after it)."""
         log = self.env.log
         if log.level < 2:
             return
         frame = state.cur
-        slots: list[int] = []
-        if slot is not None and slot[0] == frame.frameno:
-            slots = [slot[1]]
-        if regs is None:  # entered a callee: its whole state
+        if touched is not None:
+            use, defs = insn_use_def(self.env, touched, series=False)
+            regs = [r for r in range(11) if (use | defs) >> r & 1]
+        if regs is None:
             log.insn_state(idx, frame_state_text(state, frame))
             return
+        slots = [slot[1]] if slot is not None and slot[0] == frame.frameno else []
         log.insn_state(idx, frame_state_text(state, frame, regs=regs, slots=slots))
-
-
-def _scratched(insn: Insn) -> list[int]:
-    """The registers an insn reads or writes, which Linux 6.18 prints after it."""
-    regs = {insn.dst}
-    if insn.cls in (BPF_LDX, BPF_STX) or (insn.uses_reg_src and insn.cls not in (BPF_ST, BPF_LD)):
-        regs.add(insn.src)
-    return sorted(regs)
