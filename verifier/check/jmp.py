@@ -6,7 +6,7 @@ registers linked to them, `mark_ptr_or_null_regs`, `find_good_pkt_pointers` and
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from verifier.check.alu import check_reg_read
 from verifier.check.env import Env
@@ -102,22 +102,25 @@ def branch_taken(dst: RegState, src: RegState, op: int, is32: bool) -> int:
     return is_branch_taken(dst, src, op, is32)
 
 
-def _linked(env: Env, state: VerifierState, reg_id: int) -> list[RegState]:
-    """`collect_linked_regs`: the scalars sharing `reg_id`, registers only where live."""
-    base = reg_id & ~BPF_ADD_CONST
-    out = []
+def _linked_scalars(env: Env, state: VerifierState, bases: set[int],
+                    live_only: bool) -> Iterator[tuple[int, int, int, RegState]]:
+    """(frameno, 0 regno | 1 spi, n, reg) of every scalar whose link id is one of `bases`;
+    with `live_only`, registers only where live (`collect_linked_regs`)."""
     for fr, frame in enumerate(state.frames):
-        ip = env.insn_idx if fr == state.curframe else state.frames[fr + 1].callsite
-        live = env.live_regs[ip] if env.live_regs else (1 << 10) - 1
-        out += [r for regno, r in enumerate(frame.regs[:10]) if live >> regno & 1]
-        out += [slot.spilled_ptr for slot in frame.stack if slot.is_spill]
-    return [r for r in out if r.type == SCALAR_VALUE and r.id and r.id & ~BPF_ADD_CONST == base]
+        live = (1 << 11) - 1
+        if live_only and env.live_regs:
+            live = env.live_regs[env.insn_idx if fr == state.curframe else state.frames[fr + 1].callsite]
+        regs = [(0, n, r) for n, r in enumerate(frame.regs) if live >> n & 1]
+        spills = [(1, spi, slot.spilled_ptr) for spi, slot in enumerate(frame.stack) if slot.is_spill]
+        for kind, n, reg in regs + spills:
+            if reg.type == SCALAR_VALUE and reg.id and reg.id & ~BPF_ADD_CONST in bases:
+                yield fr, kind, n, reg
 
 
 def sync_linked_regs(env: Env, state: VerifierState, known: RegState) -> None:
     """`sync_linked_regs`: registers sharing `known`'s id take its refined value (plus
     their delta for `id + off` links, added at the width of the add that made the link)."""
-    for reg in _linked(env, state, known.id):
+    for _, _, _, reg in list(_linked_scalars(env, state, {known.id & ~BPF_ADD_CONST}, live_only=True)):
         if reg is known:
             continue
         reg_id, reg_off = reg.id, reg.off
@@ -137,22 +140,14 @@ def _copy_into(dst: RegState, src: RegState) -> None:
         setattr(dst, name, getattr(src, name))
 
 
-def linked_locations(state: VerifierState, ids: list[int]) -> tuple[tuple[int, int, int], ...]:
+def linked_locations(env: Env, state: VerifierState, ids: list[int]) -> tuple[tuple[int, int, int], ...]:
     """(frameno, 0 regno | 1 spi, n) of every scalar linked to these ids, for the insn's
     history record: precision of one of them is precision of all (`bt_sync_linked_regs`)."""
     bases = {i & ~BPF_ADD_CONST for i in ids if i}
     if not bases:
         return ()
-    out = []
-    for fr, frame in enumerate(state.frames):
-        for regno, reg in enumerate(frame.regs):
-            if reg.type == SCALAR_VALUE and reg.id and reg.id & ~BPF_ADD_CONST in bases:
-                out.append((fr, 0, regno))
-        for spi, slot in enumerate(frame.stack):
-            sp = slot.spilled_ptr
-            if slot.is_spill and sp.type == SCALAR_VALUE and sp.id and sp.id & ~BPF_ADD_CONST in bases:
-                out.append((fr, 1, spi))
-    return tuple(out) if len(out) > 1 else ()
+    out = tuple((fr, kind, n) for fr, kind, n, _ in _linked_scalars(env, state, bases, live_only=False))
+    return out if len(out) > 1 else ()
 
 
 def find_good_pkt_pointers(state: VerifierState, dst: RegState, open_right: bool) -> None:
@@ -224,7 +219,7 @@ def check_cond_jmp_op(env: Env, state: VerifierState, insn: Insn) -> tuple[bool,
         mark_regs_precise(env, state, [r for r in used if state.cur.regs[r].type == SCALAR_VALUE])
         return pred == 1, pred == 0, _no_refine
     ids = [r.id for r in (dst, src) if r.type == SCALAR_VALUE]
-    linked = linked_locations(state, ids)
+    linked = linked_locations(env, state, ids)
     if linked:
         idx, fr, _ = state.hist[-1]
         state.hist[-1] = (idx, fr, linked)
