@@ -278,7 +278,7 @@ def gen_exception_frame_descs(env: Env, state: VerifierState, pc: int) -> None:
     on that path: beyond its stack depth a slot holds whatever the memory held."""
     for frameno in range(state.curframe, -1, -1):
         frame = state.frames[frameno]
-        key = pc if frameno == state.curframe else state.frames[frameno + 1].callsite
+        key = state.frame_insn_idx(frameno, pc)
         tab = env.fdtabs[frame.subprogno]
         fresh = tab.find(key) is None
         slots = [-(BPF_REG_SIZE * spi + BPF_REG_SIZE) for spi in range(len(frame.stack))]

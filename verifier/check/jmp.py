@@ -109,7 +109,7 @@ def _linked_scalars(env: Env, state: VerifierState, bases: set[int],
     for fr, frame in enumerate(state.frames):
         live = (1 << 11) - 1
         if live_only and env.live_regs:
-            live = env.live_regs[env.insn_idx if fr == state.curframe else state.frames[fr + 1].callsite]
+            live = env.live_regs[state.frame_insn_idx(fr, env.insn_idx)]
         regs = [(0, n, r) for n, r in enumerate(frame.regs) if live >> n & 1]
         spills = [(1, spi, slot.spilled_ptr) for spi, slot in enumerate(frame.stack) if slot.is_spill]
         for kind, n, reg in regs + spills:

@@ -160,7 +160,7 @@ def clean_verifier_state(state: VerifierState, live: list[int], insn_idx: int) -
     """`clean_verifier_state`: every register dead at the state's position becomes NOT_INIT
     (R10 never): at `insn_idx` for the current frame, at the call site for a caller frame."""
     for frameno, frame in enumerate(state.frames):
-        ip = insn_idx if frameno == state.curframe else state.frames[frameno + 1].callsite
+        ip = state.frame_insn_idx(frameno, insn_idx)
         mask = live[ip]
         regs = frame.regs
         for regno in range(BPF_REG_10):

@@ -85,7 +85,7 @@ def live_slots(env: Env, sub: int) -> dict[int, int] | None:
 def clean_dead_slots(env: Env, state: VerifierState, insn_idx: int) -> None:
     """The stack half of `clean_verifier_state`: a dead slot becomes STACK_INVALID."""
     for frameno, frame in enumerate(state.frames):
-        ip = insn_idx if frameno == state.curframe else state.frames[frameno + 1].callsite
+        ip = state.frame_insn_idx(frameno, insn_idx)
         masks = live_slots(env, frame.subprogno)
         if masks is None or ip not in masks:
             continue

@@ -244,6 +244,11 @@ class VerifierState:
             out.extend(s.spilled_ptr for s in f.stack if s.is_spill)
         return out
 
+    def frame_insn_idx(self, frameno: int, insn_idx: int) -> int:
+        """`frame_insn_idx`: where frame `frameno` stands, `insn_idx` for the current frame,
+        the call it made for a caller frame."""
+        return insn_idx if frameno == self.curframe else self.frames[frameno + 1].callsite
+
     def find_ref(self, ref_id: int) -> RefState | None:
         for r in self.refs:
             if r.id == ref_id:
