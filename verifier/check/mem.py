@@ -111,9 +111,9 @@ def _fixed_slot(ptr: RegState, off: int) -> tuple[int, int] | None:
 
 
 def check_mem_access(env: Env, state: VerifierState, regno: int, off: int, size: int,
-                     write: tuple[RegState, bool] | None) -> RegState | int | None:
+                     write: tuple[RegState, bool] | None) -> RegState | None:
     """Access `size` bytes at reg+off; `write` is (value, from ST imm) for a store.
-    Returns the loaded value, or for a store the spi written on the stack (or None)."""
+    Returns the loaded value (None for a store)."""
     reg = state.cur.regs[regno]
     base = base_type(reg.type)
     if reg.type == SCALAR_VALUE or reg.maybe_null:
@@ -124,7 +124,8 @@ def check_mem_access(env: Env, state: VerifierState, regno: int, off: int, size:
         value, imm = write
         if value.type == SCALAR_VALUE and not imm:
             assign_scalar_id_before_mov(env, value)  # the spill and the register stay linked
-        return stack_write(env, state, regno, reg, off, size, value, imm)
+        stack_write(env, state, regno, reg, off, size, value, imm)
+        return None
     if is_map_pointer(reg):
         return check_map_mem_access(env, regno, reg, off, size, write is not None)
     if base == PTR_TO_CTX:

@@ -32,15 +32,10 @@ PROGRAM_EXIT = "At program exit"
 RETURN_RANGES: dict[str, tuple[int, int]] = {"fentry": (0, 0), "fexit": (0, 0)}
 
 
-def scalar_bounds(reg: RegState) -> tuple[int, int]:
-    """(smin, smax) of a scalar."""
-    return reg.smin_value, reg.smax_value
-
-
 def invalid_scalar_text(reg: RegState, rng: tuple[int, int], ctx: str, name: str) -> str:
     """`verbose_invalid_scalar`: "<ctx> the register <name> has smin=.. smax=.. should have
     been in [lo, hi]" (a bound at its type limit is left out; none: "unknown scalar value")."""
-    smin, smax = scalar_bounds(reg)
+    smin, smax = reg.smin_value, reg.smax_value
     parts = ""
     if smin != S64_MIN:
         parts += f" smin={smin}"
@@ -68,7 +63,7 @@ def check_return_code(env: Env, state: VerifierState, regno: int) -> None:
     if reg.type != SCALAR_VALUE:
         env.reject(f"{PROGRAM_EXIT} the register R{regno} is not a known value ({reg_type_str(reg.type)})")
     mark_regs_precise(env, state, [regno])
-    smin, smax = scalar_bounds(reg)
+    smin, smax = reg.smin_value, reg.smax_value
     if not rng[0] <= smin <= smax <= rng[1]:
         env.reject(invalid_scalar_text(reg, rng, PROGRAM_EXIT, f"R{regno}"))
 

@@ -95,8 +95,8 @@ def _touch(env: Env, frame: FuncState, min_off: int) -> None:
 
 
 def stack_write(env: Env, state: VerifierState, regno: int, reg: RegState, off: int, size: int,
-                value: RegState, imm: bool) -> int | None:
-    """A store of `value` (from ST: `imm`); returns the spi written at a fixed offset."""
+                value: RegState, imm: bool) -> None:
+    """A store of `value` (from ST: `imm`)."""
     check_stack_alignment(env, reg, off, size)
     min_off, max_off = stack_bounds(env, regno, reg, off, size, write=True)
     frame = state.frames[reg.frameno]
@@ -107,23 +107,18 @@ def stack_write(env: Env, state: VerifierState, regno: int, reg: RegState, off: 
         env.reject("cannot spill pointers to stack into stack frame of the caller")
     if not tnum_is_const(reg.var_off):
         _write_var_off(env, state, frame, min_off, max_off, value, imm)
-        return None
+        return
     slot, spi, first = _slot(frame, min_off)
     aligned = min_off % BPF_REG_SIZE == 0
-    if value.type == SCALAR_VALUE and aligned and not imm:
-        _save_register_state(slot, value, size, keep_id=get_reg_width(value) <= 8 * size)
-        _note_stack_access(state, reg.frameno, spi)
-    elif imm and aligned:
-        _save_register_state(slot, value, size, keep_id=False)
-        _note_stack_access(state, reg.frameno, spi)
-    elif value.is_pointer:
-        if size != BPF_REG_SIZE:
+    if aligned and (imm or value.type == SCALAR_VALUE) or value.is_pointer:
+        if value.is_pointer and size != BPF_REG_SIZE:
             env.reject("invalid size of register spill")
-        _save_register_state(slot, value, size, keep_id=True)
+        keep_id = value.is_pointer or (not imm and get_reg_width(value) <= 8 * size)
+        _save_register_state(slot, value, size, keep_id)
         _note_stack_access(state, reg.frameno, spi)
     else:
         slot.spilled_ptr = not_init()
-        if slot.slot_type[BPF_REG_SIZE - 1] == STACK_SPILL or STACK_SPILL in slot.slot_type:
+        if STACK_SPILL in slot.slot_type:
             slot.slot_type = [STACK_MISC if t == STACK_SPILL else t for t in slot.slot_type]
         stype = STACK_ZERO if value.is_known_zero else STACK_MISC
         if stype == STACK_ZERO and not imm:
@@ -132,7 +127,6 @@ def stack_write(env: Env, state: VerifierState, regno: int, reg: RegState, off: 
             mark_regs_precise(env, state, [env.insns[env.insn_idx].src])
         for i in range(size):
             slot.slot_type[first - i] = stype
-    return spi
 
 
 def _save_register_state(slot: StackSlot, value: RegState, size: int, keep_id: bool) -> None:
