@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 from verifier.asm.disasm import kernel_insn_text
 from verifier.check.linfo import LinfoPrinter
-from verifier.check.scalar_fmt import scalar_ranges_text, scalar_text
+from verifier.check.scalar_fmt import scalar_ranges_text, scalar_text, snum_text
 from verifier.check.state import (
     BPF_ADD_CONST,
     BPF_REG_SIZE,
@@ -45,15 +45,6 @@ from verifier.regtypes import (
 SLOT_TYPE_CHAR = {STACK_INVALID: "?", STACK_SPILL: "r", STACK_MISC: "m", STACK_ZERO: "0"}
 
 
-def snum(value: int) -> str:
-    """`verbose_snum` (v6.8+): small signed values in decimal, the rest in hex."""
-    value &= (1 << 64) - 1
-    s = value - (1 << 64) if value & (1 << 63) else value
-    if -32768 <= s <= 32767:
-        return str(s)
-    return f"{s & ((1 << 64) - 1):#x}"
-
-
 def reg_text(reg: RegState, frameno: int | None = None) -> str:
     """The value part of one register as `print_reg_state` prints it (`frameno`: the frame
     whose state is printed, for a pointer into another frame's stack)."""
@@ -67,7 +58,7 @@ def reg_text(reg: RegState, frameno: int | None = None) -> str:
         if frameno is not None and frameno != reg.frameno:
             name += f"[{reg.frameno}]"
         if tnum_is_const(reg.var_off):
-            return name + snum(reg.var_off.value + reg.off)
+            return name + snum_text(reg.var_off.value + reg.off)
     if base == PTR_TO_BTF_ID:
         name += reg.btf_name
     fields = []
@@ -79,12 +70,12 @@ def reg_text(reg: RegState, frameno: int | None = None) -> str:
         fields += [f"map={reg.map.log_name}"] if reg.map.log_name else []
         fields.append(f"ks={reg.map.key_size},vs={reg.map.value_size}")
     if reg.off:
-        fields.append(f"off={snum(reg.off)}")
+        fields.append(f"off={snum_text(reg.off)}")
     if base in (PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_PACKET_END):
         fields.append(f"r={reg.range & ((1 << 64) - 1) if reg.range < 0 else reg.range}")
     if tnum_is_const(reg.var_off):
         if reg.var_off.value:
-            fields.append(f"imm={snum(reg.var_off.value)}")
+            fields.append(f"imm={snum_text(reg.var_off.value)}")
     else:
         fields.extend(scalar_ranges_text(reg))
         if not tnum_is_unknown(reg.var_off):
