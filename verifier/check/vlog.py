@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 from verifier.asm.disasm import kernel_insn_text
 from verifier.check.linfo import LinfoPrinter
-from verifier.check.scalar_fmt import scalar_ranges_text, scalar_text, snum_text
+from verifier.check.scalar_fmt import scalar_ranges_text, scalar_text, snum_text, unum_text
 from verifier.check.state import (
     BPF_ADD_CONST,
     BPF_REG_SIZE,
@@ -34,7 +34,6 @@ from verifier.regtypes import (
     NOT_INIT,
     PTR_TO_BTF_ID,
     PTR_TO_PACKET,
-    PTR_TO_PACKET_END,
     PTR_TO_PACKET_META,
     PTR_TO_STACK,
     SCALAR_VALUE,
@@ -71,8 +70,8 @@ def reg_text(reg: RegState, frameno: int | None = None) -> str:
         fields.append(f"ks={reg.map.key_size},vs={reg.map.value_size}")
     if reg.off:
         fields.append(f"off={snum_text(reg.off)}")
-    if base in (PTR_TO_PACKET, PTR_TO_PACKET_META, PTR_TO_PACKET_END):
-        fields.append(f"r={reg.range & ((1 << 64) - 1) if reg.range < 0 else reg.range}")
+    if base in (PTR_TO_PACKET, PTR_TO_PACKET_META):  # the kernel's type_is_pkt_pointer
+        fields.append(f"r={unum_text(reg.range & ((1 << 64) - 1))}")
     if tnum_is_const(reg.var_off):
         if reg.var_off.value:
             fields.append(f"imm={snum_text(reg.var_off.value)}")
