@@ -118,7 +118,6 @@ class DoCheck:
         env, log = self.env, self.env.log
         prev = -1
         popped = False
-        self.print_state = True  # the kernel's do_print_state: the whole state before the next insn
         while True:
             env.insn_processed += 1  # before the prune check, as the kernel counts: a pruned insn counts
             if env.insn_processed > BPF_COMPLEXITY_LIMIT_INSNS:

@@ -78,7 +78,7 @@ def check_mem_insn(env: Env, state: VerifierState, insn: Insn) -> tuple[int | No
             env.reject(f"R{insn.dst} sign-extending load of a pointer prohibited")
         state.cur.regs[insn.dst] = val
         save_aux_ptr_type(env, ptr.type)
-        return insn.dst, _fixed_slot(ptr, insn.off)
+        return insn.dst, _fixed_slot(env, ptr, insn.off)
     if insn.mode == BPF_ATOMIC:
         env.reject("BPF_ATOMIC is not supported by bpf-unwind")
     if insn.mode != BPF_MEM:
@@ -92,7 +92,7 @@ def check_mem_insn(env: Env, state: VerifierState, insn: Insn) -> tuple[int | No
         imm = True
     check_mem_access(env, state, insn.dst, insn.off, size, (value, imm))
     save_aux_ptr_type(env, ptr.type)
-    return None, _fixed_slot(ptr, insn.off)
+    return None, _fixed_slot(env, ptr, insn.off)
 
 
 def save_aux_ptr_type(env: Env, ptr_type: int) -> None:
@@ -103,9 +103,9 @@ def save_aux_ptr_type(env: Env, ptr_type: int) -> None:
         env.reject("same insn cannot be used with different pointers")
 
 
-def _fixed_slot(ptr: RegState, off: int) -> tuple[int, int] | None:
+def _fixed_slot(env: Env, ptr: RegState, off: int) -> tuple[int, int] | None:
     """(frameno, spi) of a stack access at a constant offset, for the level-2 log."""
-    if base_type(ptr.type) != PTR_TO_STACK or not tnum_is_const(ptr.var_off):
+    if env.log.level < 2 or base_type(ptr.type) != PTR_TO_STACK or not tnum_is_const(ptr.var_off):
         return None
     return ptr.frameno, (-(ptr.off + off + ptr.var_off.value) - 1) // 8
 
